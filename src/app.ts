@@ -1,0 +1,91 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Context, Next } from 'koa';
+import type Provider from 'oidc-provider';
+import { startExpiredRowCleanup } from '../adapters/knex-adapter.ts';
+import { createUserStore, type UserStore } from './accounts/store.ts';
+import type { Config } from './config.ts';
+import { migrate, openDatabase, type Database } from './db/knex.ts';
+import { renderPage } from './http/views.ts';
+import { createLogger, type Logger } from './logger.ts';
+import { createInteractionRoutes } from './oidc/interactions.ts';
+import { createKeyStore } from './oidc/keys.ts';
+import { createProvider } from './oidc/provider.ts';
+import { tokenEndpointBodies } from './oidc/token-body.ts';
+
+export interface AuthServer {
+  provider: Provider;
+  db: Database;
+  users: UserStore;
+  logger: Logger;
+  /** Starts listening; resolves with the bound port (useful with port 0). */
+  listen(port?: number, host?: string): Promise<number>;
+  close(): Promise<void>;
+}
+
+/** Renders errors thrown on our own pages (interaction routes) as a page, never a stack trace. */
+function pageErrors(logger: Logger) {
+  return async (ctx: Context, next: Next) => {
+    try {
+      await next();
+    } catch (err) {
+      const e = err as { status?: number; statusCode?: number; error?: string; error_description?: string; message?: string };
+      const status = e.status ?? e.statusCode ?? 500;
+      if (status >= 500) logger.error('unhandled error', { path: ctx.path, error: e.message });
+      await renderPage(ctx, 'error', {
+        error: status >= 500 ? 'server_error' : (e.error ?? 'invalid_request'),
+        description: status >= 500 ? 'something went wrong on our side; please try again' : (e.error_description ?? e.message),
+      }, status);
+    }
+  };
+}
+
+/** The composition root: the only place that wires storage, keys, the provider and routes. */
+export async function createAuthServer(config: Config, options: { logger?: Logger; db?: Database } = {}): Promise<AuthServer> {
+  const logger = options.logger ?? createLogger(config.logLevel);
+  const db = options.db ?? openDatabase(config.databaseUrl);
+  await migrate(db);
+
+  const keys = createKeyStore(db.knex);
+  const users = createUserStore(db.knex);
+  // Retired signing keys stay published as long as anything they signed can still be presented.
+  const jwks = await keys.loadJwks(Math.max(config.accessTokenTtl, 3600) * 2);
+  const cookieKey = await keys.secret('cookie-key');
+  const provider = createProvider({ config, db, users, jwks, cookieKeys: [cookieKey], logger });
+
+  provider.use(pageErrorsForInteractions(logger));
+  provider.use(tokenEndpointBodies);
+  provider.use(createInteractionRoutes(provider, users, cookieKey, logger).routes());
+
+  const stopCleanup = startExpiredRowCleanup(db.knex);
+  let server: http.Server | undefined;
+
+  return {
+    provider,
+    db,
+    users,
+    logger,
+    async listen(port = config.port, host?: string) {
+      server = http.createServer(provider.callback());
+      server.keepAliveTimeout = 65_000;
+      await new Promise<void>((resolve, reject) => {
+        server!.once('error', reject);
+        server!.listen(port, host, resolve);
+      });
+      return (server.address() as AddressInfo).port;
+    },
+    async close() {
+      stopCleanup();
+      if (server) {
+        server.closeAllConnections();
+        await new Promise<void>((resolve) => server!.close(() => resolve()));
+      }
+      if (!options.db) await db.close();
+    },
+  };
+}
+
+function pageErrorsForInteractions(logger: Logger) {
+  const handle = pageErrors(logger);
+  return (ctx: Context, next: Next) => (ctx.path.startsWith('/interaction/') ? handle(ctx, next) : next());
+}

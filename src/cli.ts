@@ -1,0 +1,178 @@
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { createAuthServer, type AuthServer } from './app.ts';
+import { DuplicateEmailError } from './accounts/store.ts';
+import { ClientValidationError, createClientService } from './clients/service.ts';
+import { ConfigError, loadConfig, type Config } from './config.ts';
+import { migrate, openDatabase } from './db/knex.ts';
+import { createKeyStore } from './oidc/keys.ts';
+
+class UsageError extends Error {}
+
+const usage = `Usage: latchkey <command> [options]
+
+Commands:
+  serve                                 start the authorization server (what npm start runs)
+  migrate                               create or update the database schema
+  users create --email E --password P [--name N]
+  clients create --name N --redirect-uri U [--redirect-uri U2 ...] --scope "openid read"
+                 [--public] [--grant-type T ...] [--resource-server]
+  clients list
+  clients delete CLIENT_ID
+  signing-keys rotate [--alg ES256|RS256]
+  signing-keys list
+
+Every command takes --json to print JSON. Environment: PORT, ISSUER, DATABASE_URL (see README).`;
+
+type Args = { values: Record<string, string | boolean | string[] | undefined>; positionals: string[] };
+
+function parse(argv: string[], options: ParseArgsConfig['options']): Args {
+  try {
+    return parseArgs({ args: argv, options: { json: { type: 'boolean' }, ...options }, allowPositionals: true }) as Args;
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
+
+function required(args: Args, name: string): string {
+  const value = args.values[name];
+  if (typeof value !== 'string' || value.length === 0) throw new UsageError(`--${name} is required`);
+  return value;
+}
+
+function print(args: Args, json: unknown, human: string): void {
+  process.stdout.write(args.values.json ? `${JSON.stringify(json, null, 2)}\n` : `${human}\n`);
+}
+
+/** Opens the server's storage without listening, runs fn, and closes it again. */
+async function withServer<T>(config: Config, fn: (server: AuthServer) => Promise<T>): Promise<T> {
+  const server = await createAuthServer(config, { logger: undefined });
+  try {
+    return await fn(server);
+  } finally {
+    await server.close();
+  }
+}
+
+async function serve(config: Config): Promise<void> {
+  const server = await createAuthServer(config);
+  const port = await server.listen(config.port);
+  server.logger.info('authorization server listening', { url: config.issuer, port });
+  const stop = async () => {
+    await server.close();
+    process.exit(0);
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+}
+
+async function run(argv: string[]): Promise<void> {
+  const [command, sub, ...rest] = argv;
+  const config = loadConfig();
+  const quiet = { ...config, logLevel: 'warn' as const };
+
+  switch (command) {
+    case 'serve':
+      return serve(config);
+
+    case 'migrate': {
+      const args = parse([sub ?? '', ...rest].filter(Boolean), {});
+      const db = openDatabase(config.databaseUrl);
+      try {
+        const applied = await migrate(db);
+        print(args, { applied }, applied.length ? `applied: ${applied.join(', ')}` : 'the schema is up to date');
+      } finally {
+        await db.close();
+      }
+      return;
+    }
+
+    case 'users': {
+      if (sub !== 'create') throw new UsageError('usage: latchkey users create --email E --password P [--name N]');
+      const args = parse(rest, { email: { type: 'string' }, password: { type: 'string' }, name: { type: 'string' } });
+      const email = required(args, 'email');
+      const password = required(args, 'password');
+      if (!/^[^\s@]+@[^\s@]+$/.test(email)) throw new UsageError(`--email ${email} is not an email address`);
+      if (password.length < 8) throw new UsageError('--password must be at least 8 characters');
+      const user = await withServer(quiet, (s) => s.users.create({ email, password, name: args.values.name as string | undefined }));
+      print(args, { id: user.id, email: user.email, name: user.name }, `created user ${user.email} (${user.id})`);
+      return;
+    }
+
+    case 'clients': {
+      const args = parse(rest, {
+        name: { type: 'string' },
+        'redirect-uri': { type: 'string', multiple: true },
+        scope: { type: 'string' },
+        public: { type: 'boolean' },
+        'grant-type': { type: 'string', multiple: true },
+        'resource-server': { type: 'boolean' },
+      });
+      await withServer(quiet, async (server) => {
+        const clients = createClientService(server.provider, server.db.knex);
+        if (sub === 'create') {
+          const created = await clients.create({
+            name: required(args, 'name'),
+            redirectUris: (args.values['redirect-uri'] as string[] | undefined) ?? [],
+            scope: (args.values.scope as string | undefined) ?? 'openid offline_access read write',
+            public: args.values.public === true,
+            grantTypes: args.values['grant-type'] as string[] | undefined,
+            resourceServer: args.values['resource-server'] === true,
+          });
+          print(args, created, `client_id: ${created.client_id}${created.client_secret ? `\nclient_secret: ${created.client_secret}\n(the secret is shown only once)` : ''}`);
+        } else if (sub === 'list') {
+          const list = await clients.list();
+          print(args, list, list.map((c) => `${c.client_id}  ${c.client_name}  [${c.grant_types.join(', ')}]  ${c.scope}`).join('\n') || 'no clients');
+        } else if (sub === 'delete') {
+          const id = args.positionals[0];
+          if (!id) throw new UsageError('usage: latchkey clients delete CLIENT_ID');
+          if (!(await clients.delete(id))) throw new UsageError(`no client with id ${id}`);
+          print(args, { deleted: id }, `deleted client ${id}`);
+        } else {
+          throw new UsageError('usage: latchkey clients create|list|delete');
+        }
+      });
+      return;
+    }
+
+    case 'signing-keys': {
+      const args = parse(rest, { alg: { type: 'string' } });
+      const db = openDatabase(config.databaseUrl);
+      try {
+        await migrate(db);
+        const keys = createKeyStore(db.knex);
+        if (sub === 'rotate') {
+          const alg = (args.values.alg as string | undefined) ?? 'ES256';
+          if (alg !== 'ES256' && alg !== 'RS256') throw new UsageError('--alg must be ES256 or RS256');
+          const result = await keys.rotate(alg);
+          print(args, result, `new ${alg} signing key ${result.kid}; retired ${result.retired.join(', ') || 'none'} (still published until its tokens expire). Restart the server to sign with it.`);
+        } else if (sub === 'list') {
+          const list = await keys.list();
+          print(args, list, list.map((k) => `${k.kid}  ${k.alg}  created ${k.createdAt}${k.retiredAt ? `  retired ${k.retiredAt}` : '  active'}`).join('\n'));
+        } else {
+          throw new UsageError('usage: latchkey signing-keys rotate|list');
+        }
+      } finally {
+        await db.close();
+      }
+      return;
+    }
+
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(`${usage}\n`);
+      return;
+
+    default:
+      throw new UsageError(`unknown command "${command}"\n\n${usage}`);
+  }
+}
+
+try {
+  await run(process.argv.slice(2));
+} catch (err) {
+  const expected = err instanceof UsageError || err instanceof ConfigError || err instanceof ClientValidationError || err instanceof DuplicateEmailError;
+  process.stderr.write(`latchkey: ${expected ? (err as Error).message : (err as Error).stack}\n`);
+  process.exitCode = expected ? 2 : 1;
+}

@@ -1,0 +1,94 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
+
+/** The project's root folder, so every command works from any working directory. */
+export const projectRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+/** Scope name -> the sentence the consent page shows for it. Lives in config/scopes.json. */
+export const scopeDescriptions: Readonly<Record<string, string>> = Object.freeze(
+  JSON.parse(readFileSync(path.join(projectRoot, 'config', 'scopes.json'), 'utf8')),
+);
+
+/** Scopes defined by OpenID Connect itself; every other scope belongs to the companion API. */
+export const oidcScopes = ['openid', 'profile', 'email', 'offline_access'] as const;
+export const apiScopes = Object.keys(scopeDescriptions).filter(
+  (scope) => !(oidcScopes as readonly string[]).includes(scope),
+);
+
+const port = z.coerce.number().int().min(0).max(65535);
+const seconds = z.coerce.number().int().positive();
+const flag = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
+
+const envSchema = z.object({
+  // Where the authorization server listens.
+  PORT: port.default(3000),
+  // The issuer URL; tokens carry it as `iss`. Defaults to http://localhost:PORT.
+  ISSUER: z.url().optional(),
+  // sqlite:/path, a plain file path, or postgres://... ; default ./data/latchkey.sqlite.
+  DATABASE_URL: z.string().min(1).optional(),
+  // Where the companion API listens.
+  API_PORT: port.default(4000),
+  // The authorization server as seen from the companion API.
+  AUTH_SERVER_URL: z.url().optional(),
+  // The companion API's resource identifier: the `aud` of the access tokens issued for it.
+  API_AUDIENCE: z.url().optional(),
+  // Issue JWT (RFC 9068) access tokens for the companion API instead of opaque ones.
+  JWT_ACCESS_TOKENS: flag.default(false),
+  // Access tokens live one hour, as the guide says.
+  ACCESS_TOKEN_TTL: seconds.default(3600),
+  // Refresh tokens live 30 days; grants live as long, or refresh would fail when the grant is gone.
+  REFRESH_TOKEN_TTL: seconds.default(30 * 24 * 3600),
+  // The longest a verified opaque token or API key is trusted without asking again: a revocation
+  // takes effect everywhere within this bound.
+  VERIFICATION_CACHE_SECONDS: seconds.default(30),
+  // Honour X-Forwarded-* only behind a proxy you run; otherwise clients could forge their IP.
+  TRUST_PROXY: flag.default(false),
+  // error | warn | info | debug
+  LOG_LEVEL: z.enum(['error', 'warn', 'info', 'debug', 'silent']).default('info'),
+});
+
+export type Config = Readonly<{
+  port: number;
+  issuer: string;
+  databaseUrl: string;
+  apiPort: number;
+  authServerUrl: string;
+  apiAudience: string;
+  jwtAccessTokens: boolean;
+  accessTokenTtl: number;
+  refreshTokenTtl: number;
+  verificationCacheSeconds: number;
+  trustProxy: boolean;
+  logLevel: 'error' | 'warn' | 'info' | 'debug' | 'silent';
+}>;
+
+export class ConfigError extends Error {}
+
+/** Reads the environment once; the only place that touches process.env. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Partial<Config> = {}): Config {
+  const parsed = envSchema.safeParse(env);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ');
+    throw new ConfigError(`invalid configuration: ${problems}`);
+  }
+  const e = parsed.data;
+  const issuer = (e.ISSUER ?? `http://localhost:${e.PORT}`).replace(/\/$/, '');
+  const config: Config = {
+    port: e.PORT,
+    issuer,
+    databaseUrl: e.DATABASE_URL ?? path.join(projectRoot, 'data', 'latchkey.sqlite'),
+    apiPort: e.API_PORT,
+    authServerUrl: (e.AUTH_SERVER_URL ?? issuer).replace(/\/$/, ''),
+    apiAudience: e.API_AUDIENCE ?? `http://localhost:${e.API_PORT}`,
+    jwtAccessTokens: e.JWT_ACCESS_TOKENS,
+    accessTokenTtl: e.ACCESS_TOKEN_TTL,
+    refreshTokenTtl: e.REFRESH_TOKEN_TTL,
+    verificationCacheSeconds: e.VERIFICATION_CACHE_SECONDS,
+    trustProxy: e.TRUST_PROXY,
+    logLevel: e.LOG_LEVEL,
+    ...overrides,
+  };
+  return Object.freeze(config);
+}

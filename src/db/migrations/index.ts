@@ -1,0 +1,16 @@
+import type { Knex } from 'knex';
+import * as initial from './001_initial.ts';
+
+interface Migration {
+  up(knex: Knex): Promise<void>;
+  down(knex: Knex): Promise<void>;
+}
+
+// Migrations are listed in code, not discovered on disk, so they run the same from any directory.
+const migrations: ReadonlyArray<[string, Migration]> = [['001_initial', initial]];
+
+export const migrationSource: Knex.MigrationSource<Migration> = {
+  getMigrations: async () => migrations.map(([, m]) => m),
+  getMigrationName: (m) => migrations.find(([, candidate]) => candidate === m)![0],
+  getMigration: async (m) => m,
+};

@@ -1,0 +1,159 @@
+import Provider, { errors, type Configuration, type KoaContextWithOIDC } from 'oidc-provider';
+import type { JWK } from 'jose';
+import { KnexAdapter } from '../../adapters/knex-adapter.ts';
+import type { UserStore } from '../accounts/store.ts';
+import { apiScopes, oidcScopes, type Config } from '../config.ts';
+import type { Database } from '../db/knex.ts';
+import { renderPage } from '../http/views.ts';
+import type { Logger } from '../logger.ts';
+
+export const routes = {
+  authorization: '/oauth/authorize',
+  token: '/oauth/token',
+  introspection: '/oauth/introspect',
+  revocation: '/oauth/revoke',
+  userinfo: '/oauth/userinfo',
+  jwks: '/oauth/jwks',
+  end_session: '/oauth/logout',
+} as const;
+
+export interface ProviderDeps {
+  config: Config;
+  db: Database;
+  users: UserStore;
+  jwks: { keys: JWK[] };
+  cookieKeys: string[];
+  logger: Logger;
+}
+
+const requestsOnlyOidcScopes = (scope: string | undefined): boolean => {
+  const requested = scope?.split(' ').filter(Boolean) ?? [];
+  return requested.length > 0 && requested.every((s) => (oidcScopes as readonly string[]).includes(s));
+};
+
+export function createProvider({ config, db, users, jwks, cookieKeys, logger }: ProviderDeps): Provider {
+  const apiResource = {
+    scope: apiScopes.join(' '),
+    audience: config.apiAudience,
+    accessTokenTTL: config.accessTokenTtl,
+    accessTokenFormat: config.jwtAccessTokens ? 'jwt' : 'opaque',
+    jwt: { sign: { alg: 'ES256' } },
+  } as const;
+
+  const configuration: Configuration = {
+    adapter: (name: string) => new KnexAdapter(db.knex, name),
+    clients: [],
+    async findAccount(_ctx, sub) {
+      const user = await users.findById(sub);
+      if (!user) return undefined;
+      return {
+        accountId: user.id,
+        async claims() {
+          return { sub: user.id, email: user.email, email_verified: false, name: user.name ?? undefined };
+        },
+      };
+    },
+    claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'] },
+    // Every scope a client may be registered with; API scopes are also granted per resource below.
+    scopes: [...oidcScopes, ...apiScopes],
+    jwks,
+    cookies: {
+      keys: cookieKeys,
+      long: { signed: true, httpOnly: true, sameSite: 'lax' },
+      short: { signed: true, httpOnly: true, sameSite: 'lax' },
+    },
+    routes,
+    responseTypes: ['code'],
+    pkce: {
+      // Required from public clients; accepted from confidential ones. Only S256 is supported.
+      required: (_ctx, client) => client.clientAuthMethod === 'none',
+    },
+    clientDefaults: {
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      id_token_signed_response_alg: 'ES256',
+      token_endpoint_auth_method: 'client_secret_basic',
+    },
+    extraClientMetadata: {
+      // A client registered as a resource server may introspect tokens issued to other clients.
+      properties: ['resource_server'],
+      validator(_ctx, key, value) {
+        if (key === 'resource_server' && value !== undefined && typeof value !== 'boolean') {
+          throw new errors.InvalidClientMetadata('resource_server must be a boolean');
+        }
+      },
+    },
+    features: {
+      devInteractions: { enabled: false },
+      clientCredentials: { enabled: true },
+      introspection: {
+        enabled: true,
+        async allowedPolicy(_ctx, client, token) {
+          return token.clientId === client.clientId || client.metadata().resource_server === true;
+        },
+      },
+      revocation: { enabled: true },
+      userinfo: { enabled: true },
+      rpInitiatedLogout: {
+        enabled: true,
+        async logoutSource(ctx, form) {
+          await renderPage(ctx as never, 'logout', { form });
+        },
+        async postLogoutSuccessSource(ctx) {
+          await renderPage(ctx as never, 'message', { title: 'Signed out', message: 'You are signed out of Latchkey.' });
+        },
+      },
+      resourceIndicators: {
+        enabled: true,
+        // Tokens are for the companion API unless the request asks only for OpenID Connect scopes,
+        // in which case the token is for userinfo (which refuses tokens with an audience).
+        async defaultResource(ctx, _client, oneOf) {
+          if (oneOf) return oneOf;
+          return requestsOnlyOidcScopes(ctx.oidc.params?.scope as string | undefined) ? undefined : config.apiAudience;
+        },
+        useGrantedResource: async () => true,
+        async getResourceServerInfo(_ctx, resourceIndicator) {
+          if (resourceIndicator === config.apiAudience) return apiResource;
+          throw new errors.InvalidTarget(`unknown resource ${resourceIndicator}`);
+        },
+      },
+    },
+    ttl: {
+      AccessToken: config.accessTokenTtl,
+      ClientCredentials: config.accessTokenTtl,
+      AuthorizationCode: 60,
+      IdToken: 3600,
+      Interaction: 3600,
+      RefreshToken: config.refreshTokenTtl,
+      // The grant outlives its refresh tokens, or refresh and introspection fail when it is gone.
+      Grant: config.refreshTokenTtl,
+      Session: 14 * 24 * 3600,
+    },
+    // OIDC requests get a refresh token when offline_access was granted; plain OAuth requests
+    // (no openid scope, like the guide's `scope=read write`) whenever the client may refresh.
+    async issueRefreshToken(_ctx, client, code) {
+      if (!client.grantTypeAllowed('refresh_token')) return false;
+      return code.scopes.has('offline_access') || !code.scopes.has('openid');
+    },
+    // Every refresh rotates, so a stolen refresh token is detected the moment both parties use it.
+    rotateRefreshToken: () => true,
+    interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
+    async renderError(ctx, out, error) {
+      logger.debug('authorization error page', { error: out.error, status: (error as { status?: number }).status });
+      await renderPage(ctx as never, 'error', { error: out.error, description: out.error_description }, ctx.status);
+    },
+    clockTolerance: 5,
+    enabledJWA: {
+      // Clients may sign their own JWTs (private_key_jwt, client_secret_jwt) with these.
+      clientAuthSigningAlgValues: ['ES256', 'EdDSA', 'RS256', 'PS256', 'HS256'],
+    },
+  };
+
+  const provider = new Provider(config.issuer, configuration);
+  provider.proxy = config.trustProxy;
+
+  provider.on('server_error', (ctx: KoaContextWithOIDC, err: Error) => {
+    logger.error('server error', { path: ctx.path, error: err.message });
+  });
+  return provider;
+}
