@@ -1,0 +1,114 @@
+import { randomBytes } from 'node:crypto';
+import type { Context, Next } from 'koa';
+import type { Logger } from './logger.ts';
+
+/**
+ * The one error vocabulary of Latchkey's JSON APIs (the companion API, key management, login),
+ * taken from the guide. Handlers throw an ApiError; `errorResponder` renders every one the same way.
+ */
+export type ErrorCode =
+  | 'invalid_request'
+  | 'missing_api_key'
+  | 'invalid_token'
+  | 'token_expired'
+  | 'invalid_api_key'
+  | 'api_key_expired'
+  | 'invalid_credentials'
+  | 'insufficient_scope'
+  | 'forbidden'
+  | 'not_found'
+  | 'method_not_allowed'
+  | 'conflict'
+  | 'payload_too_large'
+  | 'rate_limit_exceeded'
+  | 'server_error';
+
+export function statusOf(code: ErrorCode): number {
+  switch (code) {
+    case 'invalid_request': return 400;
+    case 'missing_api_key':
+    case 'invalid_token':
+    case 'token_expired':
+    case 'invalid_api_key':
+    case 'api_key_expired':
+    case 'invalid_credentials': return 401;
+    case 'insufficient_scope':
+    case 'forbidden': return 403;
+    case 'not_found': return 404;
+    case 'method_not_allowed': return 405;
+    case 'conflict': return 409;
+    case 'payload_too_large': return 413;
+    case 'rate_limit_exceeded': return 429;
+    case 'server_error': return 500;
+  }
+}
+
+export class ApiError extends Error {
+  readonly status: number;
+
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    /** For insufficient_scope: the scopes that would have been enough (RFC 6750 `scope`). */
+    readonly requiredScopes?: readonly string[],
+    /** Extra response headers, e.g. Retry-After. */
+    readonly headers?: Readonly<Record<string, string>>,
+  ) {
+    super(message);
+    this.status = statusOf(code);
+  }
+}
+
+const SAFE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** Echoes a well-formed client X-Request-ID, or makes one; it is in every error body and log line. */
+export function requestId() {
+  return async (ctx: Context, next: Next) => {
+    const given = ctx.get('x-request-id');
+    const id = SAFE_REQUEST_ID.test(given) ? given : `req_${randomBytes(12).toString('hex')}`;
+    ctx.state.requestId = id;
+    ctx.set('X-Request-ID', id);
+    await next();
+  };
+}
+
+const quote = (value: string) => value.replace(/["\\]/g, '');
+
+/** Renders ApiErrors (and anything unexpected, as a bare 500) in the guide's error shape. */
+export function errorResponder(logger: Logger) {
+  return async (ctx: Context, next: Next) => {
+    try {
+      await next();
+      if (ctx.status === 404 && ctx.body === undefined) {
+        throw new ApiError('not_found', `no route for ${ctx.method} ${ctx.path}`);
+      }
+    } catch (err) {
+      const apiError = err instanceof ApiError ? err : undefined;
+      if (!apiError) {
+        logger.error('unhandled error', { request_id: ctx.state.requestId, path: ctx.path, error: (err as Error).message });
+      }
+      const code: ErrorCode = apiError?.code ?? 'server_error';
+      const message = apiError?.message ?? 'An unexpected error occurred; it has been logged.';
+      ctx.status = statusOf(code);
+      for (const [name, value] of Object.entries(apiError?.headers ?? {})) ctx.set(name, value);
+      if (ctx.status === 401 || ctx.status === 403) {
+        const scope = apiError?.requiredScopes?.length ? `, scope="${apiError.requiredScopes.join(' ')}"` : '';
+        const rfc6750 = code === 'insufficient_scope' ? 'insufficient_scope' : code === 'missing_api_key' ? undefined : 'invalid_token';
+        ctx.set(
+          'WWW-Authenticate',
+          rfc6750
+            ? `Bearer realm="latchkey", error="${rfc6750}", error_description="${quote(message)}"${scope}`
+            : 'Bearer realm="latchkey"',
+        );
+      }
+      ctx.set('Cache-Control', 'no-store');
+      ctx.body = {
+        error: code,
+        message,
+        code: ctx.status,
+        request_id: ctx.state.requestId,
+        timestamp: new Date().toISOString(),
+      };
+    }
+  };
+}

@@ -1,0 +1,28 @@
+import type { Context } from 'koa';
+
+/** Who is calling and what they may do, whatever credential they presented. */
+export interface AuthContext {
+  /** How the caller authenticated, as the guide's /v1/auth/verify reports it. */
+  method: 'oauth' | 'jwt' | 'api_key';
+  /** The user the credential acts for; null for a client-credentials token. */
+  userId: string | null;
+  /** The OAuth client the token was issued to; null for API keys. */
+  clientId: string | null;
+  scopes: readonly string[];
+  /** When the credential stops working; null when it never expires (an API key without expiry). */
+  expiresAt: Date | null;
+  /** API keys only: sandbox (test) or production (live) data. OAuth/JWT tokens act on live data. */
+  environment?: 'test' | 'live';
+  /** API keys only: the key's id (never its secret). */
+  keyId?: string;
+}
+
+/**
+ * One kind of bearer credential. `requireAuth` asks each verifier in turn whether the credential
+ * looks like its kind (cheaply, without I/O) and lets the first that claims it decide.
+ * `verify` throws an ApiError (invalid_token, token_expired, invalid_api_key, ...) on failure.
+ */
+export interface CredentialVerifier {
+  claims(credential: string): boolean;
+  verify(credential: string, ctx: Context): Promise<AuthContext>;
+}

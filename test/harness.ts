@@ -1,0 +1,127 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { createAuthServer, type AuthServer } from '../src/app.ts';
+import { createClientService, type NewClient } from '../src/clients/service.ts';
+import { loadConfig, type Config } from '../src/config.ts';
+import { createLogger } from '../src/logger.ts';
+
+export const POSTGRES_URL = 'postgres://postgres@127.0.0.1:5432/test';
+
+/** A port nobody listens on right now (the issuer must be known before the server starts). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.unref();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as net.AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+/** A fresh, empty SQLite file; removed by the returned cleanup. */
+export function tempSqlite(): { url: string; dir: string; cleanup(): void } {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'latchkey-test-'));
+  return { url: path.join(dir, 'latchkey.sqlite'), dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** Whether the test PostgreSQL answers; CI requires it (LATCHKEY_REQUIRE_POSTGRES=1). */
+export async function postgresAvailable(): Promise<boolean> {
+  const client = new pg.Client({ connectionString: POSTGRES_URL, connectionTimeoutMillis: 2000 });
+  try {
+    await client.connect();
+    return true;
+  } catch {
+    if (process.env.LATCHKEY_REQUIRE_POSTGRES === '1') {
+      throw new Error(`PostgreSQL is required (LATCHKEY_REQUIRE_POSTGRES=1) but ${POSTGRES_URL} is unreachable`);
+    }
+    console.warn(`skipping PostgreSQL tests: ${POSTGRES_URL} is unreachable`);
+    return false;
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+/** A fresh PostgreSQL database for one test file; dropped by the returned cleanup. */
+export async function tempPostgres(): Promise<{ url: string; cleanup(): Promise<void> }> {
+  const name = `latchkey_${process.pid}_${Math.random().toString(36).slice(2, 10)}`;
+  const admin = new pg.Client({ connectionString: POSTGRES_URL });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  return {
+    url: POSTGRES_URL.replace(/\/test$/, `/${name}`),
+    async cleanup() {
+      const c = new pg.Client({ connectionString: POSTGRES_URL });
+      await c.connect();
+      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await c.end();
+    },
+  };
+}
+
+export interface TestAuthServer {
+  url: string;
+  port: number;
+  config: Config;
+  server: AuthServer;
+  databaseUrl: string;
+  /** Every log line the server wrote, to search for leaked secrets. */
+  logs: string[];
+  createUser(input?: { email?: string; password?: string; name?: string }): Promise<{ id: string; email: string; password: string }>;
+  createClient(input?: Partial<NewClient>): Promise<{ client_id: string; client_secret?: string; redirect_uris: string[] }>;
+  /** Stops the server; the database stays unless `removeDatabase` is set. */
+  close(options?: { removeDatabase?: boolean }): Promise<void>;
+}
+
+let userCounter = 0;
+
+/**
+ * Boots the authorization server over real HTTP on a free port, on a temporary SQLite file unless
+ * a database URL is given (pass the same URL again to test a restart).
+ */
+export async function startAuthServer(options: { databaseUrl?: string; env?: NodeJS.ProcessEnv; config?: Partial<Config> } = {}): Promise<TestAuthServer> {
+  const sqlite = options.databaseUrl ? undefined : tempSqlite();
+  const databaseUrl = options.databaseUrl ?? sqlite!.url;
+  const port = await freePort();
+  const config = loadConfig({ PORT: String(port), DATABASE_URL: databaseUrl, LOG_LEVEL: 'debug', ...options.env }, options.config);
+  const logs: string[] = [];
+  const logger = createLogger(config.logLevel, {}, (line) => logs.push(line));
+  const server = await createAuthServer(config, { logger });
+  await server.listen(port, '127.0.0.1');
+  const clients = createClientService(server.provider, server.db.knex);
+
+  return {
+    url: config.issuer,
+    port,
+    config,
+    server,
+    databaseUrl,
+    logs,
+    async createUser(input = {}) {
+      userCounter += 1;
+      const email = input.email ?? `user${userCounter}-${Date.now()}@example.com`;
+      const password = input.password ?? 'correct horse battery staple';
+      const user = await server.users.create({ email, password, name: input.name ?? `Test User ${userCounter}` });
+      return { id: user.id, email: user.email, password };
+    },
+    async createClient(input = {}) {
+      return clients.create({
+        name: input.name ?? 'Test App',
+        redirectUris: input.redirectUris ?? ['http://127.0.0.1:8787/callback'],
+        scope: input.scope ?? 'openid profile email offline_access read write',
+        public: input.public,
+        grantTypes: input.grantTypes,
+        resourceServer: input.resourceServer,
+      });
+    },
+    async close({ removeDatabase = false } = {}) {
+      await server.close();
+      if (removeDatabase) sqlite?.cleanup();
+    },
+  };
+}
