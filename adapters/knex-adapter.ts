@@ -7,7 +7,6 @@ const nowSeconds = () => Math.floor(Date.now() / 1000);
 
 interface Row {
   payload: string;
-  expires_at: number | string | null;
   consumed_at: number | string | null;
 }
 
@@ -88,10 +87,11 @@ export class KnexAdapter implements Adapter {
 
   async #findBy(where: Record<string, string>): Promise<AdapterPayload | undefined> {
     const row: Row | undefined = await this.#knex(TABLE)
-      .first('payload', 'expires_at', 'consumed_at')
+      .first('payload', 'consumed_at')
       .where({ model: this.#model, ...where });
     if (!row) return undefined;
-    if (row.expires_at !== null && Number(row.expires_at) <= nowSeconds()) return undefined;
+    // Expired rows are still returned: the library checks expiry itself and then says "expired"
+    // instead of "not found"; the cleanup job removes them later.
     const payload = JSON.parse(row.payload) as AdapterPayload;
     if (row.consumed_at !== null) payload.consumed = Number(row.consumed_at);
     return payload;

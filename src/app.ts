@@ -11,6 +11,7 @@ import { createLogger, type Logger } from './logger.ts';
 import { createInteractionRoutes } from './oidc/interactions.ts';
 import { createKeyStore } from './oidc/keys.ts';
 import { createProvider } from './oidc/provider.ts';
+import { offlineAccessAsksForConsent } from './oidc/offline-access.ts';
 import { tokenEndpointBodies } from './oidc/token-body.ts';
 
 export interface AuthServer {
@@ -55,6 +56,7 @@ export async function createAuthServer(config: Config, options: { logger?: Logge
 
   provider.use(pageErrorsForInteractions(logger));
   provider.use(tokenEndpointBodies);
+  provider.use(offlineAccessAsksForConsent);
   provider.use(createInteractionRoutes(provider, users, cookieKey, logger).routes());
 
   const stopCleanup = startExpiredRowCleanup(db.knex);

@@ -88,7 +88,7 @@ export async function startAuthServer(options: { databaseUrl?: string; env?: Nod
   const sqlite = options.databaseUrl ? undefined : tempSqlite();
   const databaseUrl = options.databaseUrl ?? sqlite!.url;
   const port = await freePort();
-  const config = loadConfig({ PORT: String(port), DATABASE_URL: databaseUrl, LOG_LEVEL: 'debug', ...options.env }, options.config);
+  const config = loadConfig({ PORT: String(port), ISSUER: `http://127.0.0.1:${port}`, DATABASE_URL: databaseUrl, LOG_LEVEL: 'debug', ...options.env }, options.config);
   const logs: string[] = [];
   const logger = createLogger(config.logLevel, {}, (line) => logs.push(line));
   const server = await createAuthServer(config, { logger });

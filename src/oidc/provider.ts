@@ -152,6 +152,15 @@ export function createProvider({ config, db, users, jwks, cookieKeys, logger }: 
   const provider = new Provider(config.issuer, configuration);
   provider.proxy = config.trustProxy;
 
+  // The token endpoint answers invalid_grant with a generic description and keeps the reason
+  // ("PKCE verification failed", "authorization code already consumed") to itself; developers
+  // debugging a flow need it, and it reveals nothing about other clients, so put it in the answer.
+  provider.on('grant.error', (ctx: KoaContextWithOIDC, err: { error?: string; error_detail?: string }) => {
+    const body = ctx.body as { error?: string; error_description?: string } | undefined;
+    if (err.error === 'invalid_grant' && err.error_detail && body?.error === 'invalid_grant') {
+      body.error_description = err.error_detail;
+    }
+  });
   provider.on('server_error', (ctx: KoaContextWithOIDC, err: Error) => {
     logger.error('server error', { path: ctx.path, error: err.message });
   });
