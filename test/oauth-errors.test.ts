@@ -1,0 +1,242 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { authorize, CookieJar, get, pkcePair, tokenRequest } from './flows.ts';
+import { startAuthServer, type TestAuthServer } from './harness.ts';
+
+const redirectUri = 'http://127.0.0.1:8787/callback';
+
+describe('bad input at the authorization and token endpoints', () => {
+  let as: TestAuthServer;
+  let user: { email: string; password: string };
+  let web: { client_id: string; client_secret?: string };
+  let other: { client_id: string; client_secret?: string };
+  let spa: { client_id: string };
+
+  beforeAll(async () => {
+    as = await startAuthServer();
+    user = await as.createUser();
+    web = await as.createClient({ redirectUris: [redirectUri] });
+    other = await as.createClient({ redirectUris: [redirectUri] });
+    spa = await as.createClient({ redirectUris: [redirectUri], public: true });
+  });
+  afterAll(() => as.close({ removeDatabase: true }));
+
+  const basic = (c: { client_id: string; client_secret?: string }): [string, string] => [c.client_id, c.client_secret!];
+  const codeFor = async (clientId: string, pkce?: { challenge: string }) => {
+    const { redirect } = await authorize({ issuer: as.url, clientId, redirectUri, scope: 'read write', email: user.email, password: user.password, state: 's1', pkce });
+    const code = redirect.searchParams.get('code');
+    if (!code) throw new Error(`no code in ${redirect}`);
+    return code;
+  };
+  const authorizeUrl = (params: Record<string, string>) => `${as.url}/oauth/authorize?${new URLSearchParams({ response_type: 'code', scope: 'read', state: 's', ...params })}`;
+
+  it('shows an error page, never a redirect, for an unregistered redirect_uri', async () => {
+    const res = await get(authorizeUrl({ client_id: web.client_id, redirect_uri: 'https://evil.example/cb' }), new CookieJar());
+    expect(res.status).toBe(400);
+    expect(res.headers.get('location')).toBeNull();
+    expect(res.headers.get('content-type')).toMatch(/text\/html/);
+    expect(await res.text()).toContain('redirect_uri');
+  });
+
+  it('shows an error page, never a redirect, for an unknown client', async () => {
+    const res = await get(authorizeUrl({ client_id: 'lk_nobody', redirect_uri: redirectUri }), new CookieJar());
+    expect(res.status).toBe(400);
+    expect(res.headers.get('location')).toBeNull();
+    expect(await res.text()).toContain('invalid_client');
+  });
+
+  it('sends the page security headers on the error page', async () => {
+    const res = await get(authorizeUrl({ client_id: 'lk_nobody', redirect_uri: redirectUri }), new CookieJar());
+    expect(res.headers.get('x-frame-options')).toBe('DENY');
+    expect(res.headers.get('content-security-policy')).toContain("frame-ancestors 'none'");
+    expect(res.headers.get('referrer-policy')).toBe('no-referrer');
+  });
+
+  it('refuses a public client without PKCE, back at the app with invalid_request', async () => {
+    const res = await get(authorizeUrl({ client_id: spa.client_id, redirect_uri: redirectUri }), new CookieJar());
+    const location = new URL(res.headers.get('location')!);
+    expect(location.searchParams.get('error')).toBe('invalid_request');
+    expect(location.searchParams.get('error_description')).toMatch(/requires PKCE/);
+    expect(location.searchParams.get('state')).toBe('s');
+  });
+
+  it('refuses the plain PKCE method', async () => {
+    const res = await get(authorizeUrl({ client_id: spa.client_id, redirect_uri: redirectUri, code_challenge: 'a'.repeat(43), code_challenge_method: 'plain' }), new CookieJar());
+    const location = new URL(res.headers.get('location')!);
+    expect(location.searchParams.get('error')).toBe('invalid_request');
+    expect(location.searchParams.get('error_description')).toMatch(/code_challenge_method/);
+  });
+
+  it('refuses duplicated parameters at the authorization endpoint, back at the app', async () => {
+    const res = await get(`${authorizeUrl({ client_id: web.client_id, redirect_uri: redirectUri })}&scope=write`, new CookieJar());
+    const location = new URL(res.headers.get('location')!);
+    expect(location.origin + location.pathname).toBe(redirectUri);
+    expect(location.searchParams.get('error')).toBe('invalid_request');
+    expect(location.searchParams.get('error_description')).toBe("'scope' parameter must not be provided twice");
+  });
+
+  it('refuses a duplicated client_id with an error page, since the app cannot be identified', async () => {
+    const res = await get(`${authorizeUrl({ client_id: web.client_id, redirect_uri: redirectUri })}&client_id=${other.client_id}`, new CookieJar());
+    expect(res.status).toBe(400);
+    expect(res.headers.get('location')).toBeNull();
+  });
+
+  it('completes a public client flow with PKCE and rejects a wrong verifier', async () => {
+    const pkce = pkcePair();
+    const wrong = await tokenRequest(as.url, { grant_type: 'authorization_code', code: await codeFor(spa.client_id, pkce), redirect_uri: redirectUri, client_id: spa.client_id, code_verifier: pkcePair().verifier });
+    expect(wrong.status).toBe(400);
+    expect(wrong.body.error).toBe('invalid_grant');
+    const right = await tokenRequest(as.url, { grant_type: 'authorization_code', code: await codeFor(spa.client_id, pkce), redirect_uri: redirectUri, client_id: spa.client_id, code_verifier: pkce.verifier });
+    expect(right.status).toBe(200);
+    expect(typeof right.body.refresh_token).toBe('string');
+  });
+
+  it('rejects a second redemption of the same code and revokes the tokens of the first', async () => {
+    const code = await codeFor(web.client_id);
+    const first = await tokenRequest(as.url, { grant_type: 'authorization_code', code, redirect_uri: redirectUri }, { basic: basic(web) });
+    expect(first.status).toBe(200);
+    const second = await tokenRequest(as.url, { grant_type: 'authorization_code', code, redirect_uri: redirectUri }, { basic: basic(web) });
+    expect(second.status).toBe(400);
+    expect(second.body).toMatchObject({ error: 'invalid_grant', error_description: 'authorization code already consumed' });
+    const introspected = await introspect(String(first.body.access_token), web);
+    expect(introspected.active).toBe(false);
+    const refreshed = await tokenRequest(as.url, { grant_type: 'refresh_token', refresh_token: String(first.body.refresh_token) }, { basic: basic(web) });
+    expect(refreshed.body.error).toBe('invalid_grant');
+  });
+
+  it('yields exactly one token from twenty concurrent redemptions of one code', async () => {
+    const code = await codeFor(web.client_id);
+    const results = await Promise.all(Array.from({ length: 20 }, () =>
+      tokenRequest(as.url, { grant_type: 'authorization_code', code, redirect_uri: redirectUri }, { basic: basic(web) })));
+    expect(results.filter((r) => r.status === 200)).toHaveLength(1);
+    expect(results.filter((r) => r.body.error === 'invalid_grant')).toHaveLength(19);
+  });
+
+  it('rejects a code redeemed by another client', async () => {
+    const code = await codeFor(web.client_id);
+    const res = await tokenRequest(as.url, { grant_type: 'authorization_code', code, redirect_uri: redirectUri }, { basic: basic(other) });
+    expect(res.status).toBe(400);
+    expect(res.body).toMatchObject({ error: 'invalid_grant', error_description: 'client mismatch' });
+  });
+
+  it('rejects an expired code', async () => {
+    const code = await codeFor(web.client_id);
+    const row = await as.server.db.knex('oidc_payloads').first('payload').where({ model: 'AuthorizationCode', id: code });
+    const payload = JSON.parse(row.payload);
+    payload.exp = Math.floor(Date.now() / 1000) - 10;
+    await as.server.db.knex('oidc_payloads').where({ model: 'AuthorizationCode', id: code }).update({ payload: JSON.stringify(payload) });
+    const res = await tokenRequest(as.url, { grant_type: 'authorization_code', code, redirect_uri: redirectUri }, { basic: basic(web) });
+    expect(res.status).toBe(400);
+    expect(res.body).toMatchObject({ error: 'invalid_grant', error_description: 'authorization code is expired' });
+  });
+
+  it('rejects a wrong client secret with invalid_client, in JSON and form alike', async () => {
+    for (const json of [true, false]) {
+      const res = await tokenRequest(as.url, { grant_type: 'authorization_code', code: 'x', redirect_uri: redirectUri, client_id: web.client_id, client_secret: 'wrong' }, { json });
+      expect(res.status).toBe(401);
+      expect(res.body.error).toBe('invalid_client');
+    }
+  });
+
+  it('gives identical answers to JSON and form bodies', async () => {
+    const cases: Record<string, string>[] = [
+      { grant_type: 'authorization_code', redirect_uri: redirectUri },
+      { grant_type: 'authorization_code', code: 'not-a-code', redirect_uri: redirectUri },
+      { grant_type: 'password', username: 'a', password: 'b' },
+      { grant_type: 'refresh_token', refresh_token: 'nope' },
+    ];
+    for (const body of cases) {
+      const form = await tokenRequest(as.url, body, { basic: basic(web) });
+      const json = await tokenRequest(as.url, body, { basic: basic(web), json: true });
+      expect(json).toEqual(form);
+      expect(form.status).toBe(400);
+    }
+  });
+
+  it('answers malformed JSON, non-object JSON and nested values with a clear 400', async () => {
+    const post = (body: string) => fetch(`${as.url}/oauth/token`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    for (const [body, message] of [['{"grant_type": ', /not valid JSON/], ['["a"]', /JSON object/], ['{"scope": ["a"]}', /scope parameter must be a string/]] as const) {
+      const res = await post(body);
+      expect(res.status).toBe(400);
+      const json = await res.json();
+      expect(json.error).toBe('invalid_request');
+      expect(json.error_description).toMatch(message);
+    }
+  });
+
+  it('refuses bodies over 64 KiB', async () => {
+    const res = await fetch(`${as.url}/oauth/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: `grant_type=client_credentials&pad=${'a'.repeat(70 * 1024)}`,
+    });
+    expect(res.status).toBe(400);
+    expect(await res.json()).toMatchObject({ error: 'invalid_request', error_description: 'request body is larger than 64 KiB' });
+  });
+
+  it('refuses duplicated parameters at the token endpoint', async () => {
+    const res = await fetch(`${as.url}/oauth/token`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'grant_type=client_credentials&scope=read&scope=write',
+    });
+    expect(res.status).toBe(400);
+    expect(await res.json()).toMatchObject({ error: 'invalid_request', error_description: 'the scope parameter must not be provided twice' });
+  });
+
+  it('refuses other content types at the token endpoint', async () => {
+    const res = await fetch(`${as.url}/oauth/token`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'grant_type=x' });
+    expect(res.status).toBe(400);
+    expect((await res.json()).error).toBe('invalid_request');
+  });
+
+  async function introspect(token: string, caller: { client_id: string; client_secret?: string }) {
+    const res = await fetch(`${as.url}/oauth/introspect`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${caller.client_id}:${caller.client_secret}`).toString('base64')}` },
+      body: new URLSearchParams({ token }),
+    });
+    return (await res.json()) as Record<string, unknown>;
+  }
+
+  it('lets only the token\'s own client or a resource server introspect it', async () => {
+    const m2m = await as.createClient({ grantTypes: ['client_credentials'], redirectUris: [], scope: 'read' });
+    const rs = await as.createClient({ grantTypes: ['client_credentials'], redirectUris: [], scope: 'read', resourceServer: true });
+    const token = await tokenRequest(as.url, { grant_type: 'client_credentials', scope: 'read' }, { basic: basic(m2m) });
+    const accessToken = String(token.body.access_token);
+    expect(await introspect(accessToken, m2m)).toMatchObject({ active: true, client_id: m2m.client_id, scope: 'read', aud: as.config.apiAudience });
+    expect(await introspect(accessToken, rs)).toMatchObject({ active: true, client_id: m2m.client_id });
+    expect(await introspect(accessToken, web)).toEqual({ active: false });
+    expect(await introspect('garbage', rs)).toEqual({ active: false });
+  });
+
+  it('revokes an access token (RFC 7009) so introspection reports it inactive', async () => {
+    const m2m = await as.createClient({ grantTypes: ['client_credentials'], redirectUris: [], scope: 'read' });
+    const token = String((await tokenRequest(as.url, { grant_type: 'client_credentials', scope: 'read' }, { basic: basic(m2m) })).body.access_token);
+    const res = await fetch(`${as.url}/oauth/revoke`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Basic ${Buffer.from(`${m2m.client_id}:${m2m.client_secret}`).toString('base64')}` },
+      body: JSON.stringify({ token }),
+    });
+    expect(res.status).toBe(200);
+    expect(await introspect(token, m2m)).toEqual({ active: false });
+  });
+
+  it('never answers bad input with a 5xx', async () => {
+    const probes: Array<[string, RequestInit]> = [
+      ['/oauth/token', { method: 'POST', headers: { 'content-type': 'application/json' }, body: 'null' }],
+      ['/oauth/token', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"grant_type":{"$ne":1}}' }],
+      ['/oauth/token', { method: 'POST', headers: { authorization: 'Basic %%%' }, body: '' }],
+      ['/oauth/introspect', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{' }],
+      ['/oauth/authorize?client_id[]=x', { method: 'GET' }],
+      ['/interaction/does-not-exist', { method: 'GET' }],
+      ['/interaction/does-not-exist/login', { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'email=a' }],
+      ['/oauth/userinfo', { method: 'GET', headers: { authorization: 'Bearer nope' } }],
+    ];
+    for (const [path, init] of probes) {
+      const res = await fetch(`${as.url}${path}`, { ...init, redirect: 'manual' });
+      expect(res.status, path).toBeLessThan(500);
+      expect(await res.text(), path).not.toMatch(/at .*\.(js|ts):\d+/);
+    }
+    expect(as.logs.join('\n')).not.toContain('"level":"error"');
+  });
+});
