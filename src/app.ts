@@ -79,8 +79,12 @@ export async function createAuthServer(config: Config, options: { logger?: Logge
     async close() {
       stopCleanup();
       if (server) {
-        server.closeAllConnections();
-        await new Promise<void>((resolve) => server!.close(() => resolve()));
+        // Graceful: stop accepting, let requests in flight finish, drop idle keep-alive sockets.
+        const closed = new Promise<void>((resolve) => server!.close(() => resolve()));
+        server.closeIdleConnections();
+        const force = setTimeout(() => server!.closeAllConnections(), 5000).unref();
+        await closed;
+        clearTimeout(force);
       }
       if (!options.db) await db.close();
     },

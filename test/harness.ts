@@ -84,10 +84,10 @@ let userCounter = 0;
  * Boots the authorization server over real HTTP on a free port, on a temporary SQLite file unless
  * a database URL is given (pass the same URL again to test a restart).
  */
-export async function startAuthServer(options: { databaseUrl?: string; env?: NodeJS.ProcessEnv; config?: Partial<Config> } = {}): Promise<TestAuthServer> {
+export async function startAuthServer(options: { databaseUrl?: string; port?: number; env?: NodeJS.ProcessEnv; config?: Partial<Config> } = {}): Promise<TestAuthServer> {
   const sqlite = options.databaseUrl ? undefined : tempSqlite();
   const databaseUrl = options.databaseUrl ?? sqlite!.url;
-  const port = await freePort();
+  const port = options.port ?? (await freePort());
   const config = loadConfig({ PORT: String(port), ISSUER: `http://127.0.0.1:${port}`, DATABASE_URL: databaseUrl, LOG_LEVEL: 'debug', ...options.env }, options.config);
   const logs: string[] = [];
   const logger = createLogger(config.logLevel, {}, (line) => logs.push(line));
