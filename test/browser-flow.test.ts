@@ -57,7 +57,11 @@ describe('a person signs in and consents in a real browser; openid-client is the
     expect(headers['x-frame-options']).toBe('DENY');
     expect(headers['content-security-policy']).toContain("frame-ancestors 'none'");
     expect(headers['referrer-policy']).toBe('no-referrer');
-    await expect(page.content()).resolves.toContain('Acme Dashboard');
+    const html = await page.content();
+    expect(html).toContain('Acme Dashboard');
+    expect(html).not.toContain('[object');
+    // The stylesheet applied (its nonce matched the Content-Security-Policy).
+    expect(await page.locator('main').evaluate((el) => getComputedStyle(el).borderRadius)).toBe('12px');
 
     await page.fill('input[name=email]', user.email);
     await page.fill('input[name=password]', 'wrong password');

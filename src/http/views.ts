@@ -23,7 +23,7 @@ export function setPageSecurityHeaders(ctx: Context, nonce: string): void {
 
 export async function renderPage(ctx: Context, view: string, data: Record<string, unknown>, status = 200): Promise<void> {
   const nonce = randomBytes(16).toString('base64');
-  const html = await ejs.renderFile(path.join(viewsDir, `${view}.ejs`), { ...data, nonce }, { cache: true, async: true });
+  const html = await ejs.renderFile(path.join(viewsDir, `${view}.ejs`), { ...data, nonce }, { cache: true });
   setPageSecurityHeaders(ctx, nonce);
   ctx.status = status;
   ctx.type = 'html';
