@@ -80,6 +80,35 @@ describe('the guide\'s OAuth 2.0 examples', () => {
     expect(right.status).toBe(200);
   });
 
+  it('publishes both discovery documents and an ES256 and an RS256 signing key', async () => {
+    const oidc = await (await fetch(`${as.url}/.well-known/openid-configuration`)).json();
+    const oauth = await (await fetch(`${as.url}/.well-known/oauth-authorization-server`)).json();
+    for (const doc of [oidc, oauth]) {
+      expect(doc).toMatchObject({
+        issuer: as.url,
+        authorization_endpoint: `${as.url}/oauth/authorize`,
+        token_endpoint: `${as.url}/oauth/token`,
+        introspection_endpoint: `${as.url}/oauth/introspect`,
+        revocation_endpoint: `${as.url}/oauth/revoke`,
+        jwks_uri: `${as.url}/oauth/jwks`,
+        code_challenge_methods_supported: ['S256'],
+      });
+    }
+    const jwks = await (await fetch(oidc.jwks_uri)).json();
+    expect(jwks.keys.map((k: { alg: string }) => k.alg).sort()).toEqual(['ES256', 'RS256']);
+    expect(JSON.stringify(jwks)).not.toMatch(/"d":/);
+  });
+
+  it('never writes a token, secret or password to its log', async () => {
+    const code = (await codeFor('openid offline_access read')).searchParams.get('code')!;
+    const { body } = await tokenRequest(as.url, { grant_type: 'authorization_code', code, redirect_uri: redirectUri }, { basic: [client.client_id, client.client_secret!] });
+    const logs = as.logs.join('\n');
+    expect(logs).toContain('login succeeded');
+    for (const secret of [user.password, client.client_secret!, code, body.access_token, body.refresh_token, body.id_token]) {
+      expect(logs).not.toContain(String(secret));
+    }
+  });
+
   it('sends access_denied back to the app when the person denies consent', async () => {
     const { redirect } = await authorize({
       issuer: as.url, clientId: client.client_id, redirectUri, scope: 'read write', email: user.email, password: user.password, state: 'st', decision: 'deny',

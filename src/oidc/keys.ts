@@ -55,12 +55,14 @@ export function createKeyStore(knex: Knex) {
     /** Adds a new signing key and retires the current one of that algorithm. */
     async rotate(alg: SigningAlg = 'ES256'): Promise<{ kid: string; retired: string[] }> {
       const row = await newKeyRow(alg);
-      const retired: string[] = [];
-      await knex.transaction(async (trx) => {
-        const current: KeyRow[] = await trx('signing_keys').select('kid').where({ alg }).whereNull('retired_at');
-        retired.push(...current.map((r) => r.kid));
-        await trx('signing_keys').whereIn('kid', retired).update({ retired_at: Date.now() });
+      const retiredAt = Date.now();
+      // The transaction's first statement writes, so SQLite takes the write lock at once instead of
+      // upgrading a read lock later (which could fail against a server writing at the same time).
+      const retired = await knex.transaction(async (trx) => {
+        await trx('signing_keys').where({ alg }).whereNull('retired_at').update({ retired_at: retiredAt });
         await trx('signing_keys').insert(row);
+        const rows: KeyRow[] = await trx('signing_keys').select('kid').where({ alg, retired_at: retiredAt });
+        return rows.map((r) => r.kid);
       });
       return { kid: row.kid, retired };
     },
