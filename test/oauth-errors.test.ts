@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { authorize, CookieJar, get, pkcePair, tokenRequest } from './flows.ts';
+import { authorize, CookieJar, csrfOf, get, pkcePair, postForm, tokenRequest } from './flows.ts';
 import { startAuthServer, type TestAuthServer } from './harness.ts';
 
 const redirectUri = 'http://127.0.0.1:8787/callback';
@@ -49,6 +49,23 @@ describe('bad input at the authorization and token endpoints', () => {
     expect(res.headers.get('x-frame-options')).toBe('DENY');
     expect(res.headers.get('content-security-policy')).toContain("frame-ancestors 'none'");
     expect(res.headers.get('referrer-policy')).toBe('no-referrer');
+  });
+
+  it('refuses a login or consent form without the page\'s CSRF token', async () => {
+    const jar = new CookieJar();
+    const start = await get(authorizeUrl({ client_id: web.client_id, redirect_uri: redirectUri }), jar);
+    const page = await get(new URL(start.headers.get('location')!, as.url).href, jar);
+    const html = await page.text();
+    const uid = /\/interaction\/([^/"]+)\/login/.exec(html)![1]!;
+    expect(csrfOf(html)).not.toBe('');
+    for (const csrf of ['', 'forged-token']) {
+      const res = await postForm(`${as.url}/interaction/${uid}/login`, jar, { email: user.email, password: user.password, csrf });
+      expect(res.status).toBe(403);
+      expect(await res.text()).toContain('did not come from this page');
+    }
+    // The same form with its token goes through.
+    const ok = await postForm(`${as.url}/interaction/${uid}/login`, jar, { email: user.email, password: user.password, csrf: csrfOf(html) });
+    expect(ok.status).toBe(303);
   });
 
   it('refuses a public client without PKCE, back at the app with invalid_request', async () => {
