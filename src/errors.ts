@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Context, Next } from 'koa';
-import type { Logger } from './logger.ts';
+import { createLogger, type Logger } from './logger.ts';
 
 /**
  * The one error vocabulary of Latchkey's JSON APIs (the companion API, key management, login),
@@ -21,7 +21,8 @@ export type ErrorCode =
   | 'conflict'
   | 'payload_too_large'
   | 'rate_limit_exceeded'
-  | 'server_error';
+  | 'server_error'
+  | 'service_unavailable';
 
 export function statusOf(code: ErrorCode): number {
   switch (code) {
@@ -40,6 +41,7 @@ export function statusOf(code: ErrorCode): number {
     case 'payload_too_large': return 413;
     case 'rate_limit_exceeded': return 429;
     case 'server_error': return 500;
+    case 'service_unavailable': return 503;
   }
 }
 
@@ -74,8 +76,26 @@ export function requestId() {
 
 const quote = (value: string) => value.replace(/["\\]/g, '');
 
+/** RFC 6750 error for each bearer-credential failure; missing credentials carry no error code. */
+const bearerError: Partial<Record<ErrorCode, 'invalid_token' | 'insufficient_scope' | null>> = {
+  missing_api_key: null,
+  invalid_token: 'invalid_token',
+  token_expired: 'invalid_token',
+  invalid_api_key: 'invalid_token',
+  api_key_expired: 'invalid_token',
+  insufficient_scope: 'insufficient_scope',
+};
+
+/** Client errors thrown by Koa, routers or body parsers (status 4xx) keep their status and message. */
+function fromHttpError(err: unknown): ApiError | undefined {
+  const e = err as { status?: unknown; message?: string };
+  const codeOf: Record<number, ErrorCode> = { 400: 'invalid_request', 404: 'not_found', 405: 'method_not_allowed', 413: 'payload_too_large' };
+  const code = typeof e.status === 'number' ? codeOf[e.status] : undefined;
+  return code && new ApiError(code, e.message || code);
+}
+
 /** Renders ApiErrors (and anything unexpected, as a bare 500) in the guide's error shape. */
-export function errorResponder(logger: Logger) {
+export function errorResponder(logger: Logger = createLogger()) {
   return async (ctx: Context, next: Next) => {
     try {
       await next();
@@ -83,7 +103,7 @@ export function errorResponder(logger: Logger) {
         throw new ApiError('not_found', `no route for ${ctx.method} ${ctx.path}`);
       }
     } catch (err) {
-      const apiError = err instanceof ApiError ? err : undefined;
+      const apiError = err instanceof ApiError ? err : fromHttpError(err);
       if (!apiError) {
         logger.error('unhandled error', { request_id: ctx.state.requestId, path: ctx.path, error: (err as Error).message });
       }
@@ -91,9 +111,9 @@ export function errorResponder(logger: Logger) {
       const message = apiError?.message ?? 'An unexpected error occurred; it has been logged.';
       ctx.status = statusOf(code);
       for (const [name, value] of Object.entries(apiError?.headers ?? {})) ctx.set(name, value);
-      if (ctx.status === 401 || ctx.status === 403) {
+      if (ctx.status === 401 || code in bearerError) {
         const scope = apiError?.requiredScopes?.length ? `, scope="${apiError.requiredScopes.join(' ')}"` : '';
-        const rfc6750 = code === 'insufficient_scope' ? 'insufficient_scope' : code === 'missing_api_key' ? undefined : 'invalid_token';
+        const rfc6750 = bearerError[code] === undefined ? 'invalid_token' : bearerError[code];
         ctx.set(
           'WWW-Authenticate',
           rfc6750
@@ -106,7 +126,7 @@ export function errorResponder(logger: Logger) {
         error: code,
         message,
         code: ctx.status,
-        request_id: ctx.state.requestId,
+        request_id: ctx.state.requestId ?? `req_${randomBytes(12).toString('hex')}`,
         timestamp: new Date().toISOString(),
       };
     }

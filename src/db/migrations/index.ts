@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import * as initial from './001_initial.ts';
+import * as resourceData from './002_resource_data.ts';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -7,7 +8,10 @@ interface Migration {
 }
 
 // Migrations are listed in code, not discovered on disk, so they run the same from any directory.
-const migrations: ReadonlyArray<[string, Migration]> = [['001_initial', initial]];
+const migrations: ReadonlyArray<[string, Migration]> = [
+  ['001_initial', initial],
+  ['002_resource_data', resourceData],
+];
 
 export const migrationSource: Knex.MigrationSource<Migration> = {
   getMigrations: async () => migrations.map(([, m]) => m),
