@@ -5,13 +5,15 @@ import { ClientValidationError, createClientService } from './clients/service.ts
 import { ConfigError, loadConfig, type Config } from './config.ts';
 import { migrate, openDatabase } from './db/knex.ts';
 import { createKeyStore } from './oidc/keys.ts';
+import { runApi, startApiBeside } from './resource-server/cli.ts';
 
 class UsageError extends Error {}
 
 const usage = `Usage: latchkey <command> [options]
 
 Commands:
-  serve                                 start the authorization server (what npm start runs)
+  serve                                 start the authorization server and the companion API (what npm start runs)
+  api                                   start the companion API alone (API_PORT, AUTH_SERVER_URL)
   migrate                               create or update the database schema
   users create --email E --password P [--name N]
   clients create --name N --redirect-uri U [--redirect-uri U2 ...] --scope "openid read"
@@ -57,7 +59,9 @@ async function serve(config: Config): Promise<void> {
   const server = await createAuthServer(config);
   const port = await server.listen(config.port);
   server.logger.info('authorization server listening', { url: config.issuer, port });
+  const api = await startApiBeside(config, server);
   const stop = async () => {
+    await api.close();
     await server.close();
     process.exit(0);
   };
@@ -73,6 +77,9 @@ async function run(argv: string[]): Promise<void> {
   switch (command) {
     case 'serve':
       return serve(config);
+
+    case 'api':
+      return runApi(config);
 
     case 'migrate': {
       const args = parse([sub ?? '', ...rest].filter(Boolean), {});

@@ -34,6 +34,10 @@ const envSchema = z.object({
   AUTH_SERVER_URL: z.url().optional(),
   // The companion API's resource identifier: the `aud` of the access tokens issued for it.
   API_AUDIENCE: z.url().optional(),
+  // The companion API's introspection client (registered with --resource-server). Unset: the API
+  // provisions its own in the shared database on first start.
+  API_CLIENT_ID: z.string().min(1).optional(),
+  API_CLIENT_SECRET: z.string().min(1).optional(),
   // Issue JWT (RFC 9068) access tokens for the companion API instead of opaque ones.
   JWT_ACCESS_TOKENS: flag.default(false),
   // Access tokens live one hour, as the guide says.
@@ -56,6 +60,7 @@ export type Config = Readonly<{
   apiPort: number;
   authServerUrl: string;
   apiAudience: string;
+  apiClient: Readonly<{ clientId: string; clientSecret: string }> | undefined;
   jwtAccessTokens: boolean;
   accessTokenTtl: number;
   refreshTokenTtl: number;
@@ -74,6 +79,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     throw new ConfigError(`invalid configuration: ${problems}`);
   }
   const e = parsed.data;
+  if (Boolean(e.API_CLIENT_ID) !== Boolean(e.API_CLIENT_SECRET)) {
+    throw new ConfigError('invalid configuration: set both API_CLIENT_ID and API_CLIENT_SECRET, or neither');
+  }
   const issuer = (e.ISSUER ?? `http://localhost:${e.PORT}`).replace(/\/$/, '');
   const config: Config = {
     port: e.PORT,
@@ -82,6 +90,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     apiPort: e.API_PORT,
     authServerUrl: (e.AUTH_SERVER_URL ?? issuer).replace(/\/$/, ''),
     apiAudience: e.API_AUDIENCE ?? `http://localhost:${e.API_PORT}`,
+    apiClient: e.API_CLIENT_ID && e.API_CLIENT_SECRET ? { clientId: e.API_CLIENT_ID, clientSecret: e.API_CLIENT_SECRET } : undefined,
     jwtAccessTokens: e.JWT_ACCESS_TOKENS,
     accessTokenTtl: e.ACCESS_TOKEN_TTL,
     refreshTokenTtl: e.REFRESH_TOKEN_TTL,

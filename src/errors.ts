@@ -104,8 +104,9 @@ export function errorResponder(logger: Logger = createLogger()) {
       }
     } catch (err) {
       const apiError = err instanceof ApiError ? err : fromHttpError(err);
-      if (!apiError) {
-        logger.error('unhandled error', { request_id: ctx.state.requestId, path: ctx.path, error: (err as Error).message });
+      if (!apiError || apiError.status >= 500) {
+        const cause = apiError ? (apiError.cause as Error | undefined)?.message : (err as Error).message;
+        logger.error(apiError ? apiError.message : 'unhandled error', { request_id: ctx.state.requestId, path: ctx.path, error: cause });
       }
       const code: ErrorCode = apiError?.code ?? 'server_error';
       const message = apiError?.message ?? 'An unexpected error occurred; it has been logged.';

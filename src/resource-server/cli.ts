@@ -1,0 +1,44 @@
+import { createAuthServer, type AuthServer } from '../app.ts';
+import type { Config } from '../config.ts';
+import { migrate, openDatabase } from '../db/knex.ts';
+import { createLogger } from '../logger.ts';
+import { ensureApiClient, type ApiClientCredentials } from './provision.ts';
+import { createApiServer, type ApiServer } from './server.ts';
+
+/** `latchkey serve`: the companion API in the same process, on the authorization server's database. */
+export async function startApiBeside(config: Config, auth: AuthServer): Promise<ApiServer> {
+  const introspection = config.apiClient ?? (await ensureApiClient(auth.provider, auth.db.knex));
+  const logger = auth.logger.child({ server: 'api' });
+  const api = createApiServer(config, { db: auth.db, logger, introspection });
+  const port = await api.listen(config.apiPort);
+  logger.info('companion API listening', { url: `http://localhost:${port}`, auth_server: config.authServerUrl, audience: config.apiAudience });
+  return api;
+}
+
+/** `latchkey api`: the companion API alone. */
+export async function runApi(config: Config): Promise<void> {
+  const db = openDatabase(config.databaseUrl);
+  await migrate(db);
+  const logger = createLogger(config.logLevel, { server: 'api' });
+  const introspection = config.apiClient ?? (await provisionApiClient(config, db));
+  const api = createApiServer(config, { db, logger, introspection });
+  const port = await api.listen(config.apiPort);
+  logger.info('companion API listening', { url: `http://localhost:${port}`, auth_server: config.authServerUrl, audience: config.apiAudience });
+  const stop = async () => {
+    await api.close();
+    await db.close();
+    process.exit(0);
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+}
+
+/** Registers the API's introspection client in the shared database, without starting the authorization server. */
+async function provisionApiClient(config: Config, db: ReturnType<typeof openDatabase>): Promise<ApiClientCredentials> {
+  const auth = await createAuthServer({ ...config, logLevel: 'warn' }, { db });
+  try {
+    return await ensureApiClient(auth.provider, db.knex);
+  } finally {
+    await auth.close();
+  }
+}

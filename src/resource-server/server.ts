@@ -1,0 +1,111 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import Koa, { type Context, type Next } from 'koa';
+import { createUserStore } from '../accounts/store.ts';
+import type { Config } from '../config.ts';
+import type { Database } from '../db/knex.ts';
+import { ApiError, errorResponder, requestId } from '../errors.ts';
+import { createLogger, type Logger } from '../logger.ts';
+import { createTokenVerifiers } from '../verification/token-verifiers.ts';
+import type { CredentialVerifier } from '../verification/types.ts';
+import { createApiRoutes } from './routes.ts';
+import { createResourceStore } from './store.ts';
+
+export interface ApiServerOptions {
+  /** The database the authorization server uses: /v1/users/me reads its accounts. Migrated already. */
+  db: Database;
+  logger?: Logger;
+  /** How credentials are verified; default: Latchkey's JWT and opaque access tokens. */
+  verifiers?: readonly CredentialVerifier[];
+  /** This API's introspection client, for the default verifiers (opaque tokens need it). */
+  introspection?: { clientId: string; clientSecret: string };
+  now?: () => number;
+}
+
+export interface ApiServer {
+  app: Koa;
+  verifiers: readonly CredentialVerifier[];
+  listen(port?: number, host?: string): Promise<number>;
+  close(): Promise<void>;
+}
+
+/** One line per request, carrying the request id; never the query string (it may hold a token). */
+function accessLog(logger: Logger) {
+  return async (ctx: Context, next: Next) => {
+    const started = performance.now();
+    try {
+      await next();
+    } finally {
+      const auth = ctx.state.auth as { method?: string; clientId?: string | null; keyId?: string } | undefined;
+      logger.info('request', {
+        request_id: ctx.state.requestId,
+        method: ctx.method,
+        path: ctx.path,
+        status: ctx.status,
+        ms: Math.round((performance.now() - started) * 10) / 10,
+        ...(auth ? { auth_method: auth.method, client_id: auth.clientId ?? undefined, key_id: auth.keyId } : {}),
+      });
+    }
+  };
+}
+
+/** The companion API: the guide's /v1 endpoints behind requireAuth, with their data in `db`. */
+export function createApiServer(config: Config, options: ApiServerOptions): ApiServer {
+  const logger = options.logger ?? createLogger(config.logLevel);
+  const verifiers = options.verifiers ?? createTokenVerifiers({
+    authServerUrl: config.authServerUrl,
+    audience: config.apiAudience,
+    introspection: options.introspection,
+    cacheSeconds: config.verificationCacheSeconds,
+    now: options.now,
+  });
+  const router = createApiRoutes({
+    store: createResourceStore(options.db.knex),
+    accounts: createUserStore(options.db.knex),
+    verifiers,
+  });
+
+  const app = new Koa({ proxy: config.trustProxy });
+  app.use(requestId());
+  app.use(accessLog(logger));
+  app.use(errorResponder(logger));
+  app.use(async (ctx, next) => {
+    // Answers depend on the caller's credential: no shared cache may keep them.
+    ctx.set('Cache-Control', 'no-store');
+    await next();
+  });
+  app.use(async (ctx, next) => {
+    await next();
+    // allowedMethods() answers 405 (with an Allow header) or 501 without a body: give it ours.
+    if ((ctx.status === 405 || ctx.status === 501) && ctx.body === undefined) {
+      throw new ApiError('method_not_allowed', `${ctx.method} is not allowed on ${ctx.path}${ctx.response.get('Allow') ? `; allowed: ${ctx.response.get('Allow')}` : ''}.`);
+    }
+  });
+  app.use(router.routes());
+  app.use(router.allowedMethods());
+  // Koa logs errors that reach it; ours are all rendered by errorResponder first.
+  app.silent = true;
+
+  let server: http.Server | undefined;
+  return {
+    app,
+    verifiers,
+    async listen(port = config.apiPort, host?: string) {
+      server = http.createServer(app.callback());
+      server.keepAliveTimeout = 65_000;
+      await new Promise<void>((resolve, reject) => {
+        server!.once('error', reject);
+        server!.listen(port, host, resolve);
+      });
+      return (server.address() as AddressInfo).port;
+    },
+    async close() {
+      if (!server) return;
+      const closed = new Promise<void>((resolve) => server!.close(() => resolve()));
+      server.closeIdleConnections();
+      const force = setTimeout(() => server!.closeAllConnections(), 5000).unref();
+      await closed;
+      clearTimeout(force);
+    },
+  };
+}
