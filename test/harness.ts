@@ -7,6 +7,8 @@ import { createAuthServer, type AuthServer } from '../src/app.ts';
 import { createClientService, type NewClient } from '../src/clients/service.ts';
 import { loadConfig, type Config } from '../src/config.ts';
 import { createLogger } from '../src/logger.ts';
+import { ensureApiClient } from '../src/resource-server/provision.ts';
+import { createApiServer, type ApiServer, type ApiServerOptions } from '../src/resource-server/server.ts';
 
 export const POSTGRES_URL = 'postgres://postgres@127.0.0.1:5432/test';
 
@@ -124,4 +126,28 @@ export async function startAuthServer(options: { databaseUrl?: string; port?: nu
       if (removeDatabase) sqlite?.cleanup();
     },
   };
+}
+
+export interface TestApiServer {
+  url: string;
+  api: ApiServer;
+  logs: string[];
+  close(): Promise<void>;
+}
+
+/**
+ * Boots the companion API over real HTTP on a free port, beside `as` and on its database, with
+ * its introspection client provisioned as `npm start` does.
+ */
+export async function startApiServer(
+  as: TestAuthServer,
+  options: { config?: Partial<Config> } & Pick<ApiServerOptions, 'verifiers' | 'now'> = {},
+): Promise<TestApiServer> {
+  const config: Config = { ...as.config, authServerUrl: as.url, ...options.config };
+  const logs: string[] = [];
+  const logger = createLogger(config.logLevel, {}, (line) => logs.push(line));
+  const introspection = await ensureApiClient(as.server.provider, as.server.db.knex);
+  const api = createApiServer(config, { db: as.server.db, logger, introspection, verifiers: options.verifiers, now: options.now });
+  const port = await api.listen(0, '127.0.0.1');
+  return { url: `http://127.0.0.1:${port}`, api, logs, close: () => api.close() };
 }
