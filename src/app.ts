@@ -4,7 +4,9 @@ import type { Context, Next } from 'koa';
 import type Provider from 'oidc-provider';
 import { startExpiredRowCleanup } from '../adapters/knex-adapter.ts';
 import { createUserStore, type UserStore } from './accounts/store.ts';
-import type { Config } from './config.ts';
+import { apiKeyIntrospection } from './api-keys/introspection.ts';
+import { createApiKeyStore } from './api-keys/store.ts';
+import { apiScopes, type Config } from './config.ts';
 import { migrate, openDatabase, type Database } from './db/knex.ts';
 import { renderPage } from './http/views.ts';
 import { createLogger, type Logger } from './logger.ts';
@@ -56,6 +58,7 @@ export async function createAuthServer(config: Config, options: { logger?: Logge
 
   provider.use(pageErrorsForInteractions(logger));
   provider.use(tokenEndpointBodies);
+  provider.use(apiKeyIntrospection(createApiKeyStore(db.knex), { fullAccessScopes: apiScopes }));
   provider.use(offlineAccessAsksForConsent);
   provider.use(createInteractionRoutes(provider, users, cookieKey, logger).routes());
 

@@ -1,13 +1,12 @@
-import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { createAuthServer, type AuthServer } from './app.ts';
+import { runKeysCommand } from './api-keys/cli.ts';
+import { parse, print, required, UsageError } from './cli/args.ts';
 import { DuplicateEmailError } from './accounts/store.ts';
 import { ClientValidationError, createClientService } from './clients/service.ts';
 import { ConfigError, loadConfig, type Config } from './config.ts';
 import { migrate, openDatabase } from './db/knex.ts';
 import { createKeyStore } from './oidc/keys.ts';
 import { runApi, startApiBeside } from './resource-server/cli.ts';
-
-class UsageError extends Error {}
 
 const usage = `Usage: latchkey <command> [options]
 
@@ -22,28 +21,14 @@ Commands:
   clients delete CLIENT_ID
   signing-keys rotate [--alg ES256|RS256]
   signing-keys list
+  keys create --user EMAIL --name N [--env test|live] [--restricted] [--scope S ...]
+              [--expires-in 90d] [--allow-ip CIDR ...]
+  keys list --user EMAIL
+  keys revoke KEY_ID
+  keys roll KEY_ID [--grace 1h]
+  keys events KEY_ID
 
 Every command takes --json to print JSON. Environment: PORT, ISSUER, DATABASE_URL (see README).`;
-
-type Args = { values: Record<string, string | boolean | string[] | undefined>; positionals: string[] };
-
-function parse(argv: string[], options: ParseArgsConfig['options']): Args {
-  try {
-    return parseArgs({ args: argv, options: { json: { type: 'boolean' }, ...options }, allowPositionals: true }) as Args;
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
-}
-
-function required(args: Args, name: string): string {
-  const value = args.values[name];
-  if (typeof value !== 'string' || value.length === 0) throw new UsageError(`--${name} is required`);
-  return value;
-}
-
-function print(args: Args, json: unknown, human: string): void {
-  process.stdout.write(args.values.json ? `${JSON.stringify(json, null, 2)}\n` : `${human}\n`);
-}
 
 /** Opens the server's storage without listening, runs fn, and closes it again. */
 async function withServer<T>(config: Config, fn: (server: AuthServer) => Promise<T>): Promise<T> {
@@ -163,6 +148,9 @@ async function run(argv: string[]): Promise<void> {
       }
       return;
     }
+
+    case 'keys':
+      return runKeysCommand(sub, rest, quiet);
 
     case undefined:
     case 'help':

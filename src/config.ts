@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import proxyaddr from 'proxy-addr';
 import { z } from 'zod';
 
 /** The project's root folder, so every command works from any working directory. */
@@ -47,8 +48,12 @@ const envSchema = z.object({
   // The longest a verified opaque token or API key is trusted without asking again: a revocation
   // takes effect everywhere within this bound.
   VERIFICATION_CACHE_SECONDS: seconds.default(30),
-  // Honour X-Forwarded-* only behind a proxy you run; otherwise clients could forge their IP.
-  TRUST_PROXY: flag.default(false),
+  // The reverse proxies in front of Latchkey (comma-separated addresses, CIDRs, or loopback,
+  // linklocal, uniquelocal). X-Forwarded-For and -Proto are believed only from these: anyone else
+  // could forge an address and slip past an API key's IP allowlist. Default: none.
+  TRUST_PROXY: z.string().default(''),
+  // How often API key usage (counts, last use, new addresses, rejections) is written, in seconds.
+  API_KEY_USAGE_FLUSH_SECONDS: seconds.default(5),
   // error | warn | info | debug
   LOG_LEVEL: z.enum(['error', 'warn', 'info', 'debug', 'silent']).default('info'),
 });
@@ -65,7 +70,11 @@ export type Config = Readonly<{
   accessTokenTtl: number;
   refreshTokenTtl: number;
   verificationCacheSeconds: number;
+  /** Proxies whose X-Forwarded-* headers are believed (see http/client-ip.ts). */
+  trustedProxies: readonly string[];
+  /** Derived: whether any proxy is trusted, for Koa's and oidc-provider's `proxy` setting. */
   trustProxy: boolean;
+  apiKeyUsageFlushSeconds: number;
   logLevel: 'error' | 'warn' | 'info' | 'debug' | 'silent';
 }>;
 
@@ -82,6 +91,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
   if (Boolean(e.API_CLIENT_ID) !== Boolean(e.API_CLIENT_SECRET)) {
     throw new ConfigError('invalid configuration: set both API_CLIENT_ID and API_CLIENT_SECRET, or neither');
   }
+  const trustedProxies = ['', 'false', '0', 'none'].includes(e.TRUST_PROXY.trim()) ? [] : e.TRUST_PROXY.split(',').map((p) => p.trim()).filter(Boolean);
+  try {
+    proxyaddr.compile(trustedProxies);
+  } catch (err) {
+    throw new ConfigError(`invalid configuration: TRUST_PROXY lists the proxies to trust (addresses, CIDRs, or loopback, linklocal, uniquelocal): ${(err as Error).message}`);
+  }
   const issuer = (e.ISSUER ?? `http://localhost:${e.PORT}`).replace(/\/$/, '');
   const config: Config = {
     port: e.PORT,
@@ -95,7 +110,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     accessTokenTtl: e.ACCESS_TOKEN_TTL,
     refreshTokenTtl: e.REFRESH_TOKEN_TTL,
     verificationCacheSeconds: e.VERIFICATION_CACHE_SECONDS,
-    trustProxy: e.TRUST_PROXY,
+    trustedProxies: Object.freeze(trustedProxies),
+    trustProxy: trustedProxies.length > 0,
+    apiKeyUsageFlushSeconds: e.API_KEY_USAGE_FLUSH_SECONDS,
     logLevel: e.LOG_LEVEL,
     ...overrides,
   };

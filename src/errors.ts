@@ -84,6 +84,9 @@ const bearerError: Partial<Record<ErrorCode, 'invalid_token' | 'insufficient_sco
   invalid_api_key: 'invalid_token',
   api_key_expired: 'invalid_token',
   insufficient_scope: 'insufficient_scope',
+  // A valid credential that may not do this here (another environment, an address outside a key's
+  // allowlist): RFC 6750's code for "needs more privileges than the credential carries".
+  forbidden: 'insufficient_scope',
 };
 
 /** Client errors thrown by Koa, routers or body parsers (status 4xx) keep their status and message. */
@@ -112,7 +115,7 @@ export function errorResponder(logger: Logger = createLogger()) {
       const message = apiError?.message ?? 'An unexpected error occurred; it has been logged.';
       ctx.status = statusOf(code);
       for (const [name, value] of Object.entries(apiError?.headers ?? {})) ctx.set(name, value);
-      if (ctx.status === 401 || code in bearerError) {
+      if (code in bearerError || ctx.status === 401) {
         const scope = apiError?.requiredScopes?.length ? `, scope="${apiError.requiredScopes.join(' ')}"` : '';
         const rfc6750 = bearerError[code] === undefined ? 'invalid_token' : bearerError[code];
         ctx.set(

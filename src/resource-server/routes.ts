@@ -1,4 +1,5 @@
 import Router, { type RouterContext } from '@koa/router';
+import { apiKeyHandlers, type ApiKeyRouteDeps } from '../api-keys/routes.ts';
 import { ApiError } from '../errors.ts';
 import type { UserStore } from '../accounts/store.ts';
 import { requireAuth, type AuthState } from '../verification/require-auth.ts';
@@ -22,6 +23,13 @@ export const routeScopes = {
   'DELETE /v1/users/:id': ['delete:users', 'delete'],
   'GET /v1/projects': ['read:projects', 'read'],
   'POST /v1/projects': ['write:projects', 'write'],
+  // Key management: an OAuth token with admin, or a full-access sk_ key (api-keys/routes.ts says whose keys).
+  'GET /api-keys': ['admin'],
+  'POST /api-keys': ['admin'],
+  'GET /api-keys/:id': ['admin'],
+  'DELETE /api-keys/:id': ['admin'],
+  'POST /api-keys/:id/roll': ['admin'],
+  'GET /api-keys/:id/events': ['admin'],
 } as const satisfies Record<string, readonly string[]>;
 
 export type RouteKey = keyof typeof routeScopes;
@@ -32,6 +40,7 @@ export interface RouteDeps {
   /** The authorization server's accounts, for /v1/users/me. */
   accounts: UserStore;
   verifiers: readonly CredentialVerifier[];
+  apiKeys: ApiKeyRouteDeps;
 }
 
 // OAuth and JWT access tokens act on live data; API keys say which environment they belong to.
@@ -52,12 +61,12 @@ function verifyResponse(ctx: RouterContext<AuthState>): Promise<void> {
     scopes: auth.scopes,
     expires_at: auth.expiresAt?.toISOString() ?? null,
     auth_method: auth.method,
-    ...(auth.environment && auth.method === 'api_key' ? { environment: auth.environment } : {}),
+    ...(auth.method === 'api_key' ? { environment: auth.environment, key_id: auth.keyId } : {}),
   };
   return Promise.resolve();
 }
 
-function handlers({ store, accounts }: RouteDeps): Record<RouteKey, Handler> {
+function handlers({ store, accounts, apiKeys }: RouteDeps): Record<RouteKey, Handler> {
   const idOf = (ctx: RouterContext<AuthState>, what: string) => {
     const id = ctx.params.id ?? '';
     // A malformed id cannot exist; answering 404 keeps ids opaque to callers.
@@ -66,6 +75,7 @@ function handlers({ store, accounts }: RouteDeps): Record<RouteKey, Handler> {
   };
 
   return {
+    ...apiKeyHandlers(apiKeys),
     'GET /v1/auth/verify': verifyResponse,
     'GET /v2/auth/test': verifyResponse,
 

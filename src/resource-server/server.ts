@@ -2,9 +2,11 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import Koa, { type Context, type Next } from 'koa';
 import { createUserStore } from '../accounts/store.ts';
-import type { Config } from '../config.ts';
+import { createApiKeys } from '../api-keys/index.ts';
+import { apiScopes, type Config } from '../config.ts';
 import type { Database } from '../db/knex.ts';
 import { ApiError, errorResponder, requestId } from '../errors.ts';
+import { createClientIp } from '../http/client-ip.ts';
 import { createLogger, type Logger } from '../logger.ts';
 import { createTokenVerifiers } from '../verification/token-verifiers.ts';
 import type { CredentialVerifier } from '../verification/types.ts';
@@ -15,7 +17,7 @@ export interface ApiServerOptions {
   /** The database the authorization server uses: /v1/users/me reads its accounts. Migrated already. */
   db: Database;
   logger?: Logger;
-  /** How credentials are verified; default: Latchkey's JWT and opaque access tokens. */
+  /** How credentials are verified; default: API keys, and Latchkey's JWT and opaque access tokens. */
   verifiers?: readonly CredentialVerifier[];
   /** This API's introspection client, for the default verifiers (opaque tokens need it). */
   introspection?: { clientId: string; clientSecret: string };
@@ -52,17 +54,31 @@ function accessLog(logger: Logger) {
 /** The companion API: the guide's /v1 endpoints behind requireAuth, with their data in `db`. */
 export function createApiServer(config: Config, options: ApiServerOptions): ApiServer {
   const logger = options.logger ?? createLogger(config.logLevel);
-  const verifiers = options.verifiers ?? createTokenVerifiers({
-    authServerUrl: config.authServerUrl,
-    audience: config.apiAudience,
-    introspection: options.introspection,
+  const apiKeys = createApiKeys({
+    knex: options.db.knex,
+    logger,
+    scopes: apiScopes,
     cacheSeconds: config.verificationCacheSeconds,
+    usageFlushSeconds: config.apiKeyUsageFlushSeconds,
+    clientIp: createClientIp(config.trustedProxies),
     now: options.now,
   });
+  // API keys first: their sk_/rk_ prefix is recognised without I/O, and they would also look opaque.
+  const verifiers = options.verifiers ?? [
+    apiKeys.verifier,
+    ...createTokenVerifiers({
+      authServerUrl: config.authServerUrl,
+      audience: config.apiAudience,
+      introspection: options.introspection,
+      cacheSeconds: config.verificationCacheSeconds,
+      now: options.now,
+    }),
+  ];
   const router = createApiRoutes({
     store: createResourceStore(options.db.knex),
     accounts: createUserStore(options.db.knex),
     verifiers,
+    apiKeys: apiKeys.routes,
   });
 
   const app = new Koa({ proxy: config.trustProxy });
@@ -100,12 +116,15 @@ export function createApiServer(config: Config, options: ApiServerOptions): ApiS
       return (server.address() as AddressInfo).port;
     },
     async close() {
-      if (!server) return;
-      const closed = new Promise<void>((resolve) => server!.close(() => resolve()));
-      server.closeIdleConnections();
-      const force = setTimeout(() => server!.closeAllConnections(), 5000).unref();
-      await closed;
-      clearTimeout(force);
+      if (server) {
+        const closed = new Promise<void>((resolve) => server!.close(() => resolve()));
+        server.closeIdleConnections();
+        const force = setTimeout(() => server!.closeAllConnections(), 5000).unref();
+        await closed;
+        clearTimeout(force);
+      }
+      // After the last request: nothing it recorded is lost.
+      await apiKeys.close();
     },
   };
 }

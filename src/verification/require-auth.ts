@@ -56,6 +56,7 @@ export function requireAuth(options: RequireAuthOptions): Middleware<AuthState> 
     const auth = await verifier.verify(credential, ctx);
     ctx.state.auth = auth;
     if (!hasScope(auth.scopes, required)) {
+      verifier.refused?.(auth, required, ctx);
       throw new ApiError(
         'insufficient_scope',
         `This request needs the ${required.map((s) => `"${s}"`).join(' or ')} scope; the credential has ${auth.scopes.length ? auth.scopes.join(', ') : 'no scopes'}.`,

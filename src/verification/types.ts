@@ -15,6 +15,8 @@ export interface AuthContext {
   environment?: 'test' | 'live';
   /** API keys only: the key's id (never its secret). */
   keyId?: string;
+  /** API keys only: a restricted (rk_) key, limited to the scopes it lists. */
+  restricted?: boolean;
 }
 
 /**
@@ -25,4 +27,6 @@ export interface AuthContext {
 export interface CredentialVerifier {
   claims(credential: string): boolean;
   verify(credential: string, ctx: Context): Promise<AuthContext>;
+  /** Told when a verified credential lacked the scope a route needs (API keys log it for their owner). */
+  refused?(auth: AuthContext, requiredScopes: readonly string[], ctx: Context): void;
 }

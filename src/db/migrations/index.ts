@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 import * as initial from './001_initial.ts';
 import * as resourceData from './002_resource_data.ts';
+import * as apiKeys from './003_api_keys.ts';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -11,6 +12,7 @@ interface Migration {
 const migrations: ReadonlyArray<[string, Migration]> = [
   ['001_initial', initial],
   ['002_resource_data', resourceData],
+  ['003_api_keys', apiKeys],
 ];
 
 export const migrationSource: Knex.MigrationSource<Migration> = {

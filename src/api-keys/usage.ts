@@ -1,0 +1,92 @@
+import type { Logger } from '../logger.ts';
+import type { ApiKeyEvent, ApiKeyStore, EventType } from './store.ts';
+
+export interface UsageRecorder {
+  /** A request the key was accepted for, from `ip`. */
+  used(keyId: string, ip: string, at: number): void;
+  /** Something worth the owner's attention: a rejection, with why. */
+  event(keyId: string, type: EventType, ip: string | null, detail: Record<string, unknown> | null, at: number): void;
+  /** Writes what was gathered; read-your-writes for the activity log. */
+  flush(): Promise<void>;
+  /** Stops the timer and writes the rest. */
+  close(): Promise<void>;
+}
+
+/**
+ * Usage (request counts, last use, addresses, rejections) gathered in memory and written in one
+ * transaction every few seconds, so accepting a key never waits for a write. What is pending when
+ * the server stops is written by `close()`; a failed write is kept and tried again.
+ */
+export function createUsageRecorder(store: ApiKeyStore, logger: Logger, options: { flushSeconds?: number } = {}): UsageRecorder {
+  let counts = new Map<string, { requests: number; lastUsedAt: number }>();
+  let addresses = new Map<string, Map<string, number>>();
+  let events: ({ keyId: string } & ApiKeyEvent)[] = [];
+  // The same rejection again and again (a misconfigured client, a scan) is one event with a count.
+  let repeats = new Map<string, { detail: Record<string, unknown> }>();
+  // Addresses already written for a key: the common case (a known address) then costs a Set lookup.
+  const known = new Set<string>();
+  let writing: Promise<void> = Promise.resolve();
+
+  const flushNow = async () => {
+    if (counts.size === 0 && addresses.size === 0 && events.length === 0) return;
+    const batch = { counts, addresses, events };
+    counts = new Map();
+    addresses = new Map();
+    events = [];
+    repeats = new Map();
+    try {
+      await store.recordUsage(batch);
+      for (const [keyId, ips] of batch.addresses) for (const ip of ips.keys()) known.add(`${keyId} ${ip}`);
+      if (known.size > 100_000) known.clear(); // bounded; forgetting only costs a no-op insert
+    } catch (err) {
+      logger.error('could not record API key usage; will retry', { error: (err as Error).message });
+      for (const [keyId, c] of batch.counts) {
+        const now = counts.get(keyId);
+        counts.set(keyId, { requests: c.requests + (now?.requests ?? 0), lastUsedAt: Math.max(c.lastUsedAt, now?.lastUsedAt ?? 0) });
+      }
+      for (const [keyId, ips] of batch.addresses) {
+        const merged = addresses.get(keyId) ?? new Map<string, number>();
+        for (const [ip, at] of ips) if (!merged.has(ip)) merged.set(ip, at);
+        addresses.set(keyId, merged);
+      }
+      events = [...batch.events, ...events];
+    }
+  };
+  // Flushes never overlap: each waits for the one before it.
+  const flush = () => (writing = writing.then(flushNow));
+
+  const timer = setInterval(() => void flush(), (options.flushSeconds ?? 5) * 1000);
+  timer.unref();
+
+  return {
+    used(keyId, ip, at) {
+      const c = counts.get(keyId);
+      if (c) {
+        c.requests += 1;
+        c.lastUsedAt = at;
+      } else {
+        counts.set(keyId, { requests: 1, lastUsedAt: at });
+      }
+      if (known.has(`${keyId} ${ip}`)) return;
+      let ips = addresses.get(keyId);
+      if (!ips) addresses.set(keyId, (ips = new Map()));
+      if (!ips.has(ip)) ips.set(ip, at);
+    },
+    event(keyId, type, ip, detail, at) {
+      const id = `${keyId} ${type} ${ip}`;
+      const seen = repeats.get(id);
+      if (seen) {
+        seen.detail.count = Number(seen.detail.count) + 1;
+        return;
+      }
+      const event = { keyId, type, ip, detail: { ...detail, count: 1 }, createdAt: at };
+      repeats.set(id, event);
+      events.push(event);
+    },
+    flush,
+    async close() {
+      clearInterval(timer);
+      await flush();
+    },
+  };
+}

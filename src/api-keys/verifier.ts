@@ -1,0 +1,128 @@
+import type { IncomingMessage } from 'node:http';
+import { ApiError } from '../errors.ts';
+import { cidrMatcher, normaliseIp } from '../http/client-ip.ts';
+import { createCredentialCache, type CredentialCache } from '../verification/cache.ts';
+import type { AuthContext, CredentialVerifier } from '../verification/types.ts';
+import { hashApiKey, KEY_PREFIX_SHAPE, parseApiKey } from './format.ts';
+import type { ApiKeyStore, SecretMatch } from './store.ts';
+import type { UsageRecorder } from './usage.ts';
+
+export interface ApiKeyVerifierOptions {
+  store: ApiKeyStore;
+  usage: UsageRecorder;
+  /** What an sk_ key without scopes may do: its owner's full access. */
+  fullAccessScopes: readonly string[];
+  /** Trust a key read from the database at most this long, so a revocation takes effect within it. */
+  cacheSeconds: number;
+  /** The caller's address; see http/client-ip.ts for trusted proxies. Default: the socket's peer. */
+  clientIp?: (req: IncomingMessage) => string;
+  cache?: CredentialCache<VerifiedKey>;
+  now?: () => number;
+}
+
+export interface ApiKeyVerifier extends CredentialVerifier {
+  /** Stops trusting a key in this process at once (after a revoke or roll here). */
+  forget(keyId: string): void;
+}
+
+/** A key as the verifier keeps it between requests. */
+interface VerifiedKey {
+  auth: AuthContext;
+  expiresAt: Date | null;
+  /** Why `expiresAt` ends it: the key's own expiry, or the end of a rolled secret's grace period. */
+  ending: 'key' | 'rolled';
+  allowsIp: ((ip: string) => boolean) | null;
+}
+
+const invalid = (why: string) => new ApiError('invalid_api_key', `The API key provided is invalid: ${why}.`);
+
+function expiredError(key: VerifiedKey): ApiError {
+  const at = key.expiresAt!.toISOString();
+  return new ApiError('api_key_expired', key.ending === 'rolled'
+    ? `This API key was rolled and its previous secret stopped working at ${at}; use the new secret.`
+    : `The API key expired at ${at}; create a new one.`);
+}
+
+function toVerifiedKey({ key, secretExpiresAt }: SecretMatch, fullAccessScopes: readonly string[]): VerifiedKey {
+  const ends = [key.expiresAt, secretExpiresAt].filter((t): t is number => t !== null);
+  const expiresAt = ends.length ? Math.min(...ends) : null;
+  return {
+    auth: {
+      method: 'api_key',
+      userId: key.userId,
+      clientId: null,
+      scopes: key.scopes ?? fullAccessScopes,
+      expiresAt: expiresAt === null ? null : new Date(expiresAt),
+      environment: key.environment,
+      keyId: key.id,
+      restricted: key.restricted,
+    },
+    expiresAt: expiresAt === null ? null : new Date(expiresAt),
+    ending: secretExpiresAt !== null && expiresAt === secretExpiresAt ? 'rolled' : 'key',
+    allowsIp: key.ipAllowlist?.length ? cidrMatcher(key.ipAllowlist) : null,
+  };
+}
+
+/**
+ * Verifies sk_ and rk_ keys against the database. A mistyped key fails its checksum before any
+ * lookup; a known one is served from memory for `cacheSeconds`; expiry and the IP allowlist are
+ * checked on every request. Usage is recorded in memory and written in batches.
+ */
+export function createApiKeyVerifier(options: ApiKeyVerifierOptions): ApiKeyVerifier {
+  const now = options.now ?? Date.now;
+  const cache = options.cache ?? createCredentialCache<VerifiedKey>();
+  const clientIp = options.clientIp ?? ((req: IncomingMessage) => normaliseIp(req.socket.remoteAddress ?? ''));
+  const inFlight = new Map<string, Promise<VerifiedKey | undefined>>();
+
+  const load = async (secret: string): Promise<VerifiedKey | undefined> => {
+    const match = await options.store.findBySecretHash(hashApiKey(secret));
+    if (!match || match.key.revokedAt !== null) return undefined;
+    const verified = toVerifiedKey(match, options.fullAccessScopes);
+    cache.set(secret, verified, now() + options.cacheSeconds * 1000);
+    return verified;
+  };
+
+  return {
+    claims: (credential) => KEY_PREFIX_SHAPE.test(credential),
+
+    async verify(credential, ctx) {
+      const parsed = parseApiKey(credential);
+      if (!parsed) throw invalid('it is malformed or mistyped (its checksum does not match); copy the whole key again');
+      const at = now();
+      const cached = cache.get(credential, at);
+      let key: VerifiedKey | undefined;
+      if (cached.state === 'miss') {
+        // Concurrent requests with the same key share one lookup.
+        let pending = inFlight.get(credential);
+        if (!pending) {
+          pending = load(credential).finally(() => inFlight.delete(credential));
+          inFlight.set(credential, pending);
+        }
+        key = await pending;
+        if (!key) throw invalid('it is unknown or has been revoked');
+      } else {
+        key = cached.auth;
+      }
+      const ip = clientIp(ctx.req);
+      if (key.expiresAt && at >= key.expiresAt.getTime()) {
+        options.usage.event(key.auth.keyId!, 'rejected_expired', ip, { path: ctx.path }, at);
+        throw expiredError(key);
+      }
+      if (key.allowsIp && !key.allowsIp(ip)) {
+        options.usage.event(key.auth.keyId!, 'rejected_ip', ip, { path: ctx.path }, at);
+        throw new ApiError('forbidden', `This API key may not be used from ${ip}: the address is not in the key's IP allowlist.`);
+      }
+      options.usage.used(key.auth.keyId!, ip, at);
+      return key.auth;
+    },
+
+    forget(keyId) {
+      cache.evict((key) => key.auth.keyId === keyId);
+    },
+
+    refused(auth, requiredScopes, ctx) {
+      if (auth.method !== 'api_key' || !auth.keyId) return;
+      options.usage.event(auth.keyId, 'rejected_scope', clientIp(ctx.req), { path: ctx.path, required_scopes: [...requiredScopes] }, now());
+    },
+  };
+}

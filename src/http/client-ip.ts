@@ -1,0 +1,46 @@
+import type { IncomingMessage } from 'node:http';
+import ipaddr from 'ipaddr.js';
+import proxyaddr from 'proxy-addr';
+
+/** `::ffff:203.0.113.7` and `203.0.113.7` are one client; allowlists and logs see the IPv4 form. */
+export const normaliseIp = (ip: string): string => (ipaddr.isValid(ip) ? ipaddr.process(ip).toString() : ip);
+
+/**
+ * The caller's address. X-Forwarded-For is believed only hop by hop from proxies listed in
+ * `trustedProxies` (addresses, CIDRs, or `loopback`, `linklocal`, `uniquelocal`): anyone else
+ * could write any address there.
+ */
+export function createClientIp(trustedProxies: readonly string[]): (req: IncomingMessage) => string {
+  const trust = proxyaddr.compile([...trustedProxies]);
+  return (req) => normaliseIp(proxyaddr(req, trust));
+}
+
+export class CidrError extends Error {}
+
+/** Canonical CIDRs ("203.0.113.0/24", "2001:db8::/32"); a bare address becomes a /32 or /128. */
+export function parseCidrs(entries: readonly string[]): string[] {
+  return entries.map((entry) => {
+    try {
+      const [address, bits] = entry.includes('/') ? ipaddr.parseCIDR(entry) : [ipaddr.parse(entry), undefined];
+      const range = ipaddr.process(address.toString());
+      const prefix = bits ?? (range.kind() === 'ipv4' ? 32 : 128);
+      // 203.0.113.7/24 names the network 203.0.113.0/24; store it that way.
+      const network = range.kind() === 'ipv4'
+        ? ipaddr.IPv4.networkAddressFromCIDR(`${range.toString()}/${prefix}`)
+        : ipaddr.IPv6.networkAddressFromCIDR(`${range.toString()}/${prefix}`);
+      return `${network.toString()}/${prefix}`;
+    } catch {
+      throw new CidrError(`"${entry}" is not an IP address or CIDR range (like 203.0.113.0/24 or 2001:db8::/32)`);
+    }
+  });
+}
+
+/** A matcher for canonical CIDRs from `parseCidrs`. */
+export function cidrMatcher(cidrs: readonly string[]): (ip: string) => boolean {
+  const ranges = cidrs.map((c) => ipaddr.parseCIDR(c));
+  return (ip) => {
+    if (!ipaddr.isValid(ip)) return false;
+    const address = ipaddr.process(ip);
+    return ranges.some(([network, bits]) => network.kind() === address.kind() && address.match(network, bits));
+  };
+}
