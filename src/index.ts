@@ -10,3 +10,6 @@ export { ApiError, errorResponder, requestId, statusOf, type ErrorCode } from '.
 export { createLogger, type Logger } from './logger.ts';
 export { createApiServer, type ApiServer, type ApiServerOptions } from './resource-server/server.ts';
 export { routeScopes } from './resource-server/routes.ts';
+export { createApiKeys, type ApiKeys, type ApiKeysOptions } from './api-keys/index.ts';
+export { parseApiKey, type ParsedKey } from './api-keys/format.ts';
+export { createClientIp } from './http/client-ip.ts';

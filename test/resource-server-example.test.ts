@@ -3,6 +3,8 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSyn
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createApiKeyService } from '../src/api-keys/service.ts';
+import { createApiKeyStore } from '../src/api-keys/store.ts';
 import { projectRoot } from '../src/config.ts';
 import { ensureApiClient } from '../src/resource-server/provision.ts';
 import { tokenRequest } from './flows.ts';
@@ -90,6 +92,21 @@ describe('the README\'s requireAuth example', () => {
     expect(r.status).toBe(403);
     expect(r.body.error).toBe('insufficient_scope');
     expect(r.headers.get('www-authenticate')).toContain('scope="read"');
+  });
+
+  it('accepts Latchkey API keys through introspection, refusing mistyped, scopeless and fenced-off ones', async () => {
+    const keys = createApiKeyService(createApiKeyStore(as.server.db.knex));
+    const owner = await as.createUser();
+    const make = async (input: { scopes?: string[]; ipAllowlist?: string[] }) => (await keys.create({ userId: owner.id, name: 'k', environment: 'live', restricted: false, ...input })).secret;
+    const reader = await make({ scopes: ['read'] });
+    const ok = await get(reader);
+    expect(ok.status, JSON.stringify(ok.body)).toBe(200);
+    expect(ok.body).toEqual({ user: owner.id, scopes: ['read'] });
+    expect((await get(`${reader.slice(0, -1)}${reader.endsWith('a') ? 'b' : 'a'}`)).body.error).toBe('invalid_api_key');
+    expect((await get(await make({ scopes: ['write'] }))).body.error).toBe('insufficient_scope');
+    const fenced = await get(await make({ scopes: ['read'], ipAllowlist: ['203.0.113.0/24'] }));
+    expect(fenced.status).toBe(403);
+    expect(fenced.body).toMatchObject({ error: 'forbidden', message: expect.stringContaining('allowlist') });
   });
 
   it('refuses an unknown token with invalid_token', async () => {

@@ -1,5 +1,8 @@
+import type { IncomingMessage } from 'node:http';
 import { z } from 'zod';
+import { KEY_PREFIX_SHAPE, parseApiKey } from '../api-keys/format.ts';
 import { ApiError } from '../errors.ts';
+import { cidrMatcher, normaliseIp } from '../http/client-ip.ts';
 import type { CredentialCache } from './cache.ts';
 import { unreachable, type MetadataSource } from './discovery.ts';
 import type { AuthContext, CredentialVerifier } from './types.ts';
@@ -14,6 +17,8 @@ export interface IntrospectionVerifierOptions {
   /** Trust an introspection answer at most this long, so a revocation takes effect within it. */
   maxCacheSeconds: number;
   cache?: CredentialCache;
+  /** The caller's address, for API keys' IP allowlists. Default: the socket's peer. */
+  clientIp?: (req: IncomingMessage) => string;
   clockToleranceSeconds?: number;
   now?: () => number;
   fetch?: typeof fetch;
@@ -30,16 +35,40 @@ const introspectionSchema = z.object({
   aud: z.union([z.string(), z.array(z.string())]).optional(),
   token_type: z.string().optional(),
   cnf: z.unknown().optional(),
+  // Latchkey's members for API keys (token_type "api_key").
+  environment: z.enum(['test', 'live']).optional(),
+  key_id: z.string().optional(),
+  restricted: z.boolean().optional(),
+  ip_allowlist: z.array(z.string()).optional(),
 });
+
+type Answer = z.infer<typeof introspectionSchema>;
 
 // Opaque tokens are URL-safe strings without dots; anything with dots is a JWT or junk.
 const OPAQUE_SHAPE = /^[A-Za-z0-9_~+/-]{16,512}=*$/;
 
 const revoked = () => new ApiError('invalid_token', 'The access token is invalid, has been revoked, or was not issued by this authorization server.');
+const invalidKey = (why: string) => new ApiError('invalid_api_key', `The API key provided is invalid: ${why}.`);
 const expired = () => new ApiError('token_expired', 'The access token has expired.');
 
+/** An API key as introspection describes it; its IP allowlist travels with it and is checked per request. */
+function apiKeyAuth(answer: Answer): AuthContext & { ipAllowlist?: readonly string[] } {
+  if (!answer.sub || !answer.environment || !answer.key_id) throw Object.assign(unreachable(), { cause: new Error('API key introspection answer without sub, environment or key_id') });
+  return {
+    method: 'api_key',
+    userId: answer.sub,
+    clientId: null,
+    scopes: answer.scope?.split(' ').filter(Boolean) ?? [],
+    expiresAt: answer.exp === undefined ? null : new Date(answer.exp * 1000),
+    environment: answer.environment,
+    keyId: answer.key_id,
+    restricted: answer.restricted ?? false,
+    ...(answer.ip_allowlist?.length ? { ipAllowlist: answer.ip_allowlist } : {}),
+  };
+}
+
 /**
- * Verifies opaque access tokens by asking the authorization server (RFC 7662 introspection).
+ * Verifies opaque access tokens (and Latchkey API keys) by asking the authorization server (RFC 7662 introspection).
  * Answers are cached until the token expires but never longer than `maxCacheSeconds`, and
  * concurrent requests with the same token share one round trip.
  */
@@ -73,7 +102,13 @@ export function createIntrospectionVerifier(options: IntrospectionVerifierOption
     const parsed = introspectionSchema.safeParse(await res.json().catch(() => undefined));
     if (!parsed.success) throw Object.assign(unreachable(), { cause: parsed.error });
     const answer = parsed.data;
-    if (!answer.active) throw revoked();
+    const isKey = KEY_PREFIX_SHAPE.test(token);
+    if (!answer.active) throw isKey ? invalidKey('it is unknown, expired or has been revoked') : revoked();
+    if (isKey && answer.token_type === 'api_key') {
+      const auth = apiKeyAuth(answer);
+      options.cache?.set(token, auth, now() + options.maxCacheSeconds * 1000);
+      return auth;
+    }
     // Refresh tokens introspect as active too, without a token_type: they are not bearer credentials.
     if (answer.token_type?.toLowerCase() !== 'bearer') throw new ApiError('invalid_token', 'The token is not an access token.');
     if (answer.cnf !== undefined) throw new ApiError('invalid_token', 'The access token is bound to a proof of possession this API does not accept.');
@@ -96,19 +131,35 @@ export function createIntrospectionVerifier(options: IntrospectionVerifierOption
     return auth;
   }
 
+  const clientIp = options.clientIp ?? ((req: IncomingMessage) => normaliseIp(req.socket.remoteAddress ?? ''));
+  const matchers = new WeakMap<readonly string[], (ip: string) => boolean>();
+  /** API keys only: the allowlist is checked on every request, cached or not. */
+  const checkAddress = (auth: AuthContext & { ipAllowlist?: readonly string[] }, req: IncomingMessage) => {
+    if (!auth.ipAllowlist) return auth;
+    let allows = matchers.get(auth.ipAllowlist);
+    if (!allows) matchers.set(auth.ipAllowlist, (allows = cidrMatcher(auth.ipAllowlist)));
+    const ip = clientIp(req);
+    if (!allows(ip)) throw new ApiError('forbidden', `This API key may not be used from ${ip}: the address is not in the key's IP allowlist.`);
+    return auth;
+  };
+
   return {
     claims: (credential) => OPAQUE_SHAPE.test(credential),
 
-    async verify(credential) {
+    async verify(credential, ctx) {
+      // A mistyped key is refused here, without a round trip.
+      if (KEY_PREFIX_SHAPE.test(credential) && !parseApiKey(credential)) {
+        throw invalidKey('it is malformed or mistyped (its checksum does not match); copy the whole key again');
+      }
       const cached = options.cache?.get(credential, now());
-      if (cached?.state === 'valid') return cached.auth;
-      if (cached?.state === 'expired') throw expired();
+      if (cached?.state === 'valid') return checkAddress(cached.auth, ctx.req);
+      if (cached?.state === 'expired') throw cached.auth.method === 'api_key' ? new ApiError('api_key_expired', 'The API key has expired.') : expired();
       let pending = inFlight.get(credential);
       if (!pending) {
         pending = introspect(credential).finally(() => inFlight.delete(credential));
         inFlight.set(credential, pending);
       }
-      return pending;
+      return checkAddress(await pending, ctx.req);
     },
   };
 }

@@ -1,3 +1,4 @@
+import { createClientIp } from '../http/client-ip.ts';
 import { createCredentialCache, type CredentialCache } from './cache.ts';
 import { discoverAuthServer } from './discovery.ts';
 import { createIntrospectionVerifier } from './introspection.ts';
@@ -11,13 +12,18 @@ export interface TokenVerifierOptions {
   audience: string;
   /** This service's client (registered with `resource_server: true`); without it only JWT access tokens are accepted. */
   introspection?: { clientId: string; clientSecret: string };
-  /** Trust an opaque token's introspection at most this long (the revocation delay). Default 30. */
+  /** Proxies whose X-Forwarded-For is believed, for API keys' IP allowlists (addresses or CIDRs). */
+  trustedProxies?: readonly string[];
+  /** Trust an opaque token's or API key's introspection at most this long (the revocation delay). Default 30. */
   cacheSeconds?: number;
   cache?: CredentialCache;
   now?: () => number;
 }
 
-/** The verifiers for every access token Latchkey issues: JWT (local) first, then opaque (introspection). */
+/**
+ * The verifiers for every credential Latchkey issues: JWT access tokens (locally) first, then
+ * opaque tokens and API keys (by introspection, which needs `introspection`).
+ */
 export function createTokenVerifiers(options: TokenVerifierOptions): CredentialVerifier[] {
   const metadata = discoverAuthServer(options.authServerUrl);
   const cache = options.cache ?? createCredentialCache();
@@ -27,6 +33,7 @@ export function createTokenVerifiers(options: TokenVerifierOptions): CredentialV
     verifiers.push(createIntrospectionVerifier({
       ...common,
       ...options.introspection,
+      clientIp: createClientIp(options.trustedProxies ?? []),
       maxCacheSeconds: options.cacheSeconds ?? 30,
     }));
   }
