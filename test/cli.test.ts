@@ -48,6 +48,14 @@ describe('the latchkey CLI', () => {
       [['clients', 'create', '--name', 'X', '--redirect-uri', 'not a url', '--scope', 'read'], /redirect_uris/],
       [['clients', 'delete', 'lk_missing'], /no client with id/],
       [['frobnicate'], /unknown command/],
+      [['keys', 'create', '--name', 'K'], /--user is required/],
+      [['keys', 'create', '--user', 'nobody@example.com', '--name', 'K'], /no user with email/],
+      [['keys', 'create', '--user', 'ops@example.com', '--name', 'K', '--scope', 'launch:rockets'], /--scope launch:rockets: unknown/],
+      [['keys', 'create', '--user', 'ops@example.com', '--name', 'K', '--restricted'], /--scope: a restricted key must list/],
+      [['keys', 'create', '--user', 'ops@example.com', '--name', 'K', '--allow-ip', '10.0.0.0/40'], /--allow-ip: "10.0.0.0\/40" is not/],
+      [['keys', 'create', '--user', 'ops@example.com', '--name', 'K', '--expires-in', 'soon'], /--expires-in soon is not a duration/],
+      [['keys', 'create', '--user', 'ops@example.com', '--name', 'K', '--env', 'staging'], /--env must be test or live/],
+      [['keys', 'revoke', 'key_missing'], /no API key with id key_missing/],
     ];
     for (const [args, message] of failures) {
       const error = await latchkey(...args).then(() => undefined, (e: { code: number; stderr: string }) => e);
@@ -55,6 +63,42 @@ describe('the latchkey CLI', () => {
       expect(error!.code).toBe(2);
       expect(error!.stderr).toMatch(message);
       expect(error!.stderr).not.toMatch(/\n\s+at /);
+    }
+  });
+
+  it('creates, lists, rolls and revokes API keys; the key works at the companion API', async () => {
+    const created = await json('keys', 'create', '--user', 'ops@example.com', '--name', 'Deploy bot', '--env', 'live', '--scope', 'read:users', '--scope', 'write:projects', '--expires-in', '90d', '--allow-ip', '127.0.0.1');
+    expect(created.key).toMatch(/^sk_live_/);
+    expect(created).toMatchObject({ name: 'Deploy bot', environment: 'live', scopes: ['read:users', 'write:projects'], ip_allowlist: ['127.0.0.1/32'], status: 'active' });
+    expect(Date.parse(created.expires_at) - Date.now()).toBeGreaterThan(89 * 86400_000);
+    const restricted = await json('keys', 'create', '--user', 'ops@example.com', '--name', 'Reports', '--restricted', '--scope', 'read:users');
+    expect(restricted.key).toMatch(/^rk_test_/);
+
+    const listed = await json('keys', 'list', '--user', 'ops@example.com');
+    expect(listed.map((k: { id: string }) => k.id)).toEqual([created.id, restricted.id]);
+    expect(JSON.stringify(listed)).not.toContain(created.key);
+
+    const port = await freePort();
+    const apiPort = await freePort();
+    const server = spawn(process.execPath, [bin, 'serve'], { env: { ...env, PORT: String(port), API_PORT: String(apiPort), ISSUER: `http://127.0.0.1:${port}` }, cwd: os.tmpdir(), stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      await waitForJson(`http://127.0.0.1:${port}/.well-known/openid-configuration`);
+      const verify = async (key: string) => fetch(`http://127.0.0.1:${apiPort}/v1/auth/verify`, { headers: { authorization: `Bearer ${key}` } });
+      expect(await (await verify(created.key)).json()).toMatchObject({ authenticated: true, auth_method: 'api_key', environment: 'live', key_id: created.id });
+
+      const rolled = await json('keys', 'roll', created.id, '--grace', '1h');
+      expect(rolled.key).toMatch(/^sk_live_/);
+      expect(Date.parse(rolled.previous_key_expires_at) - Date.now()).toBeGreaterThan(3500_000);
+      expect((await verify(rolled.key)).status).toBe(200);
+      expect((await verify(created.key)).status).toBe(200); // its grace period
+
+      const revoked = await json('keys', 'revoke', created.id);
+      expect(revoked.status).toBe('revoked');
+      const events = (await json('keys', 'events', created.id)).map((e: { type: string }) => e.type);
+      expect(events).toEqual(expect.arrayContaining(['created', 'rolled', 'revoked']));
+    } finally {
+      server.kill('SIGTERM');
+      await new Promise((resolve) => server.once('exit', resolve));
     }
   });
 
