@@ -200,6 +200,21 @@ describe('bad input at the authorization and token endpoints', () => {
     expect(await res.json()).toMatchObject({ error: 'invalid_request', error_description: 'the scope parameter must not be provided twice' });
   });
 
+  it('refuses a member repeated in a JSON body, however it is spelled', async () => {
+    for (const body of [
+      '{"grant_type":"client_credentials","grant_type":"refresh_token"}',
+      '{"scope": "read", "grant_type":"client_credentials" ,\n "scope" : "write"}',
+      '{"grant_type":"client_credentials","\u0073cope":"read","scope":"write"}',
+    ]) {
+      const res = await fetch(`${as.url}/oauth/token`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+      expect(res.status, body).toBe(400);
+      expect((await res.json()).error_description, body).toMatch(/^the (grant_type|scope) parameter must not be provided twice$/);
+    }
+    // A name that only appears inside a value is no repeat.
+    const res = await fetch(`${as.url}/oauth/token`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"grant_type":"client_credentials","client_id":"\\"grant_type\\":"}' });
+    expect((await res.json()).error).toBe('invalid_client');
+  });
+
   it('refuses other content types at the token endpoint', async () => {
     const res = await fetch(`${as.url}/oauth/token`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'grant_type=x' });
     expect(res.status).toBe(400);

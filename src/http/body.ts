@@ -33,7 +33,29 @@ export function parseForm(raw: string): Record<string, string> {
   return out;
 }
 
-/** Parses a JSON object whose values are strings (or numbers, kept as their decimal form). */
+/** The member names of a valid JSON object's top level, in order and with any repeats. */
+function topLevelNames(raw: string): string[] {
+  const names: string[] = [];
+  let depth = 0;
+  for (let i = 0; i < raw.length; i += 1) {
+    const c = raw[i];
+    if (c === '"') {
+      let end = i + 1;
+      while (raw[end] !== '"') end += raw[end] === '\\' ? 2 : 1;
+      let next = end + 1;
+      while (/\s/.test(raw[next] ?? '')) next += 1;
+      if (depth === 1 && raw[next] === ':') names.push(JSON.parse(raw.slice(i, end + 1)) as string);
+      i = end;
+    } else if (c === '{' || c === '[') depth += 1;
+    else if (c === '}' || c === ']') depth -= 1;
+  }
+  return names;
+}
+
+/**
+ * Parses a JSON object whose values are strings (or numbers, kept as their decimal form). A member
+ * given twice is refused, as a repeated form field is: JSON.parse would silently keep the last.
+ */
 export function parseJsonParams(raw: string): Record<string, string> {
   let value: unknown;
   try {
@@ -44,6 +66,9 @@ export function parseJsonParams(raw: string): Record<string, string> {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     throw new BodyError('the request body must be a JSON object');
   }
+  const names = topLevelNames(raw);
+  const repeated = names.find((name, i) => names.indexOf(name) !== i);
+  if (repeated !== undefined) throw new BodyError(`the ${repeated} parameter must not be provided twice`);
   const out: Record<string, string> = {};
   for (const [key, v] of Object.entries(value)) {
     if (typeof v === 'string') out[key] = v;
