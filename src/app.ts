@@ -23,6 +23,8 @@ export interface AuthServer {
   logger: Logger;
   /** Starts listening; resolves with the bound port (useful with port 0). */
   listen(port?: number, host?: string): Promise<number>;
+  /** Hands requests under these path prefixes to another handler (the companion API on one host). */
+  mount(prefixes: readonly string[], handler: http.RequestListener): void;
   close(): Promise<void>;
 }
 
@@ -64,14 +66,25 @@ export async function createAuthServer(config: Config, options: { logger?: Logge
 
   const stopCleanup = startExpiredRowCleanup(db.knex);
   let server: http.Server | undefined;
+  const mounts: { prefixes: readonly string[]; handler: http.RequestListener }[] = [];
+  const providerHandler = provider.callback();
+  const under = (url: string, prefix: string) => url.startsWith(prefix) && (url.length === prefix.length || '/?'.includes(url[prefix.length]!));
+  const handle: http.RequestListener = (req, res) => {
+    const url = req.url ?? '/';
+    const mount = mounts.find((m) => m.prefixes.some((p) => under(url, p)));
+    return (mount ? mount.handler : providerHandler)(req, res);
+  };
 
   return {
     provider,
     db,
     users,
     logger,
+    mount(prefixes, handler) {
+      mounts.push({ prefixes, handler });
+    },
     async listen(port = config.port, host?: string) {
-      server = http.createServer(provider.callback());
+      server = http.createServer(handle);
       server.keepAliveTimeout = 65_000;
       await new Promise<void>((resolve, reject) => {
         server!.once('error', reject);

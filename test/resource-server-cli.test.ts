@@ -57,6 +57,18 @@ describe('latchkey serve and latchkey api', () => {
       const res = await fetch(`http://127.0.0.1:${apiPort}/v1/auth/verify`, { headers: { authorization: `Bearer ${String(body.access_token)}` } });
       expect(res.status, output.join('')).toBe(200);
       expect(await res.json()).toMatchObject({ authenticated: true, client_id: client.client_id, auth_method: 'oauth' });
+      // As the guide does, on one host: the authorization server hands /v1, /v2 and /api-keys to the API.
+      for (const path of ['/v1/auth/verify', '/v2/auth/test']) {
+        const same = await fetch(`${issuer}${path}`, { headers: { authorization: `Bearer ${String(body.access_token)}` } });
+        expect(same.status, path).toBe(200);
+        expect(await same.json()).toMatchObject({ authenticated: true, client_id: client.client_id });
+      }
+      const missing = await fetch(`${issuer}/api-keys`);
+      expect(missing.status).toBe(401);
+      expect(await missing.json()).toMatchObject({ error: 'missing_api_key' });
+      // Only those prefixes: everything else is still the authorization server's.
+      expect((await fetch(`${issuer}/v1x`)).headers.get('content-type') ?? '').not.toContain('application/json');
+      expect((await fetch(`${issuer}/oauth/jwks`)).status).toBe(200);
     } finally {
       await as.close();
       db.cleanup();

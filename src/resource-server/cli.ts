@@ -11,9 +11,14 @@ export async function startApiBeside(config: Config, auth: AuthServer): Promise<
   const logger = auth.logger.child({ server: 'api' });
   const api = createApiServer(config, { db: auth.db, logger, introspection });
   const port = await api.listen(config.apiPort);
-  logger.info('companion API listening', { url: `http://localhost:${port}`, auth_server: config.authServerUrl, audience: config.apiAudience });
+  // The guide calls /oauth/* and /v1/* on one host: the authorization server answers both.
+  auth.mount(API_PATHS, api.app.callback());
+  logger.info('companion API listening', { url: `http://localhost:${port}`, also_at: `${config.issuer}{${API_PATHS.join(',')}}`, auth_server: config.authServerUrl, audience: config.apiAudience });
   return api;
 }
+
+/** Where the companion API's routes live; `serve` also answers them on the authorization server's port. */
+export const API_PATHS = ['/v1', '/v2', '/api-keys'] as const;
 
 /** `latchkey api`: the companion API alone. */
 export async function runApi(config: Config): Promise<void> {
