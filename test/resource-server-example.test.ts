@@ -10,11 +10,11 @@ import { ensureApiClient } from '../src/resource-server/provision.ts';
 import { tokenRequest } from './flows.ts';
 import { freePort, startAuthServer, type TestAuthServer } from './harness.ts';
 
-/** The first TypeScript block of docs/resource-server.md: the example the README shows. */
+/** The first TypeScript block of the README: the requireAuth example. */
 function readmeExample(): string {
-  const doc = readFileSync(path.join(projectRoot, 'docs', 'resource-server.md'), 'utf8');
+  const doc = readFileSync(path.join(projectRoot, 'README.md'), 'utf8');
   const code = /```ts\n([\s\S]*?)```/.exec(doc)?.[1];
-  if (!code) throw new Error('docs/resource-server.md has no ```ts block');
+  if (!code) throw new Error('README.md has no ```ts block');
   return code;
 }
 
