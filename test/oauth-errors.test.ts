@@ -34,7 +34,9 @@ describe('bad input at the authorization and token endpoints', () => {
     expect(res.status).toBe(400);
     expect(res.headers.get('location')).toBeNull();
     expect(res.headers.get('content-type')).toMatch(/text\/html/);
-    expect(await res.text()).toContain('redirect_uri');
+    const html = await res.text();
+    expect(html).toContain('invalid_redirect_uri');
+    expect(html).not.toContain('evil.example/cb?');
   });
 
   it('shows an error page, never a redirect, for an unknown client', async () => {
@@ -66,6 +68,25 @@ describe('bad input at the authorization and token endpoints', () => {
     // The same form with its token goes through.
     const ok = await postForm(`${as.url}/interaction/${uid}/login`, jar, { email: user.email, password: user.password, csrf: csrfOf(html) });
     expect(ok.status).toBe(303);
+
+    // The consent page's Allow and Deny forms are guarded the same way.
+    let res = ok;
+    while (res.status === 303 && !res.headers.get('location')!.includes('/interaction/')) res = await get(new URL(res.headers.get('location')!, as.url).href, jar);
+    const consent = await (await get(new URL(res.headers.get('location')!, as.url).href, jar)).text();
+    const consentUid = /\/interaction\/([^/"]+)\/confirm/.exec(consent)![1]!;
+    for (const action of ['confirm', 'abort']) {
+      for (const csrf of ['', 'forged-token', csrfOf(html)]) {
+        if (csrf === csrfOf(html) && consentUid === uid) continue; // a login token is only foreign to another interaction
+        const forged = await postForm(`${as.url}/interaction/${consentUid}/${action}`, jar, { csrf });
+        expect(forged.status, `${action} with ${csrf || 'no token'}`).toBe(403);
+      }
+    }
+    // Nothing was decided by the forged forms: the real Allow still completes the flow.
+    const allow = await postForm(`${as.url}/interaction/${consentUid}/confirm`, jar, { csrf: csrfOf(consent) });
+    expect(allow.status).toBe(303);
+    let back = allow;
+    for (let hop = 0; hop < 5 && !back.headers.get('location')!.startsWith(redirectUri); hop += 1) back = await get(new URL(back.headers.get('location')!, as.url).href, jar);
+    expect(new URL(back.headers.get('location')!).searchParams.get('code')).toEqual(expect.any(String));
   });
 
   it('refuses a public client without PKCE, back at the app with invalid_request', async () => {
