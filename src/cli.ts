@@ -136,7 +136,7 @@ async function run(argv: string[]): Promise<void> {
           const alg = (args.values.alg as string | undefined) ?? 'ES256';
           if (alg !== 'ES256' && alg !== 'RS256') throw new UsageError('--alg must be ES256 or RS256');
           const result = await keys.rotate(alg);
-          print(args, result, `new ${alg} signing key ${result.kid}; retired ${result.retired.join(', ') || 'none'} (still published until its tokens expire). Restart the server to sign with it.`);
+          print(args, result, `new ${alg} signing key ${result.kid}. Running servers sign with it from their next start; then ${result.replaces.join(', ') || 'no key'} retires, and stays published until the tokens it signed have expired.`);
         } else if (sub === 'list') {
           const list = await keys.list();
           print(args, list, list.map((k) => `${k.kid}  ${k.alg}  created ${k.createdAt}${k.retiredAt ? `  retired ${k.retiredAt}` : '  active'}`).join('\n'));

@@ -105,7 +105,7 @@ describe('the latchkey CLI', () => {
   it('rotates signing keys: the new key is published beside the old one', async () => {
     const before = await json('signing-keys', 'list');
     const rotated = await json('signing-keys', 'rotate');
-    expect(rotated.retired).toHaveLength(1);
+    expect(rotated.replaces).toHaveLength(1);
     const after = await json('signing-keys', 'list');
     expect(after).toHaveLength(before.length + 1);
 
@@ -116,7 +116,7 @@ describe('the latchkey CLI', () => {
       const jwks = await waitForJson(`http://127.0.0.1:${port}/oauth/jwks`);
       const kids = jwks.keys.map((k: { kid: string }) => k.kid);
       expect(kids).toContain(rotated.kid);
-      expect(kids).toEqual(expect.arrayContaining(rotated.retired));
+      expect(kids).toEqual(expect.arrayContaining(rotated.replaces));
       // The new key is the one that signs: it comes first among the ES256 keys.
       expect(jwks.keys.find((k: { alg: string }) => k.alg === 'ES256').kid).toBe(rotated.kid);
     } finally {

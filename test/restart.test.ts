@@ -1,4 +1,6 @@
+import { createLocalJWKSet, decodeProtectedHeader, jwtVerify, type JSONWebKeySet } from 'jose';
 import { afterAll, describe, expect, it } from 'vitest';
+import { createKeyStore } from '../src/oidc/keys.ts';
 import { authorize, followToApp, get, tokenRequest } from './flows.ts';
 import { startAuthServer, tempSqlite, type TestAuthServer } from './harness.ts';
 
@@ -50,5 +52,36 @@ describe('a restart on the same database', () => {
     const { location } = await followToApp(await get(`${as.url}/oauth/authorize?${again}`, jar), as.url, jar);
     expect(location?.searchParams.get('state')).toBe('after-restart');
     expect(location?.searchParams.get('code')).toBeTruthy();
+  });
+
+  it('signs with a rotated key after the restart, and still verifies tokens the old key signed, however late the restart', async () => {
+    await as?.close();
+    as = await startAuthServer({ databaseUrl: db.url, env: { JWT_ACCESS_TOKENS: 'true' } });
+    const { port, config } = as;
+    const machine = await as.createClient({ grantTypes: ['client_credentials'], redirectUris: [], scope: 'read' });
+    const issue = async () => {
+      const { status, body } = await tokenRequest(as!.url, { grant_type: 'client_credentials', scope: 'read' }, { basic: [machine.client_id, machine.client_secret!] });
+      expect(status).toBe(200);
+      return String(body.access_token);
+    };
+    const before = await issue();
+    const rotation = await createKeyStore(as.server.db.knex).rotate('ES256');
+    expect(rotation.replaces).toEqual([decodeProtectedHeader(before).kid]);
+    // The running server keeps signing with its key until it restarts...
+    expect(decodeProtectedHeader(await issue()).kid).toBe(decodeProtectedHeader(before).kid);
+    // ...which may be hours after the rotation: move every key's history three hours back.
+    const hours3 = 3 * 3600_000;
+    await as.server.db.knex('signing_keys').decrement('created_at', hours3);
+    await as.server.db.knex('signing_keys').whereNotNull('retired_at').decrement('retired_at', hours3);
+    await as.close();
+
+    as = await startAuthServer({ databaseUrl: db.url, port, env: { JWT_ACCESS_TOKENS: 'true' } });
+    await untilAnswering(as.url);
+    const jwks = createLocalJWKSet((await (await fetch(`${as.url}/oauth/jwks`)).json()) as JSONWebKeySet);
+    const verify = (token: string) => jwtVerify(token, jwks, { issuer: as!.url, audience: config.apiAudience });
+    await expect(verify(before)).resolves.toMatchObject({ protectedHeader: { kid: decodeProtectedHeader(before).kid } });
+    const after = await issue();
+    expect(decodeProtectedHeader(after).kid).toBe(rotation.kid);
+    await expect(verify(after)).resolves.toBeTruthy();
   });
 });

@@ -29,7 +29,9 @@ async function newKeyRow(alg: SigningAlg): Promise<KeyRow> {
 /**
  * Signing keys live in the database, so tokens survive restarts and every instance signs with the
  * same keys. ES256 signs by default (ten times cheaper than RSA); an RS256 key is published too
- * for clients that ask for it. Within an algorithm the newest active key signs; retired keys stay
+ * for clients that ask for it. Within an algorithm the newest key signs. `rotate` only adds a key:
+ * a running server keeps signing with the key it started with, so the older key is retired (and
+ * its retention clock starts) when a server starts and takes up the newer one. Retired keys stay
  * published until every token they signed has expired.
  */
 export function createKeyStore(knex: Knex) {
@@ -38,33 +40,29 @@ export function createKeyStore(knex: Knex) {
   return {
     /** Private JWKs for oidc-provider, creating the first keys on first start. */
     async loadJwks(retentionSeconds: number): Promise<{ keys: JWK[] }> {
-      let all = await rows();
+      const now = Date.now();
       for (const alg of ['ES256', 'RS256'] as const) {
-        if (!all.some((r) => r.alg === alg && r.retired_at === null)) {
+        const active = (await rows()).filter((r) => r.alg === alg && r.retired_at === null);
+        if (active.length === 0) {
           await knex('signing_keys').insert(await newKeyRow(alg)).onConflict('kid').ignore();
+        } else if (active.length > 1) {
+          // A rotation since the last start: from now on the newest signs and the others retire.
+          await knex('signing_keys').whereIn('kid', active.slice(1).map((r) => r.kid)).whereNull('retired_at').update({ retired_at: now });
         }
       }
-      const cutoff = Date.now() - retentionSeconds * 1000;
-      await knex('signing_keys').whereNotNull('retired_at').where('retired_at', '<', cutoff).delete();
-      all = await rows();
+      await knex('signing_keys').whereNotNull('retired_at').where('retired_at', '<', now - retentionSeconds * 1000).delete();
+      const all = await rows();
       // Active keys first (oidc-provider signs with the first key of an algorithm), then retired ones.
       const ordered = [...all.filter((r) => r.retired_at === null), ...all.filter((r) => r.retired_at !== null)];
       return { keys: ordered.map((r) => JSON.parse(r.private_jwk) as JWK) };
     },
 
-    /** Adds a new signing key and retires the current one of that algorithm. */
-    async rotate(alg: SigningAlg = 'ES256'): Promise<{ kid: string; retired: string[] }> {
+    /** Adds a new signing key, which servers sign with from their next start; returns the keys it replaces. */
+    async rotate(alg: SigningAlg = 'ES256'): Promise<{ kid: string; replaces: string[] }> {
       const row = await newKeyRow(alg);
-      const retiredAt = Date.now();
-      // The transaction's first statement writes, so SQLite takes the write lock at once instead of
-      // upgrading a read lock later (which could fail against a server writing at the same time).
-      const retired = await knex.transaction(async (trx) => {
-        await trx('signing_keys').where({ alg }).whereNull('retired_at').update({ retired_at: retiredAt });
-        await trx('signing_keys').insert(row);
-        const rows: KeyRow[] = await trx('signing_keys').select('kid').where({ alg, retired_at: retiredAt });
-        return rows.map((r) => r.kid);
-      });
-      return { kid: row.kid, retired };
+      const replaced: KeyRow[] = await knex('signing_keys').select('kid').where({ alg }).whereNull('retired_at');
+      await knex('signing_keys').insert(row);
+      return { kid: row.kid, replaces: replaced.map((r) => r.kid) };
     },
 
     async list(): Promise<SigningKeySummary[]> {
