@@ -1,0 +1,79 @@
+import autocannon, { type Request } from 'autocannon';
+
+/** What to send: one request repeated, or a sequence each connection walks through again and again. */
+export interface LoadPlan {
+  /** The server's origin, e.g. http://127.0.0.1:3000. */
+  origin: string;
+  requests: Request[];
+  /** Which statuses count as a success (default: 2xx). Anything else is counted as a failure. */
+  ok?: (status: number) => boolean;
+  /** Called before every run (warm-up included), e.g. to top up a pool of single-use tokens. */
+  beforeRun?: () => Promise<void>;
+  /** Called once per run after the load stops: extra numbers for the notes column. */
+  summary?: (seconds: number) => string | undefined;
+}
+
+export interface LoadResult {
+  rps: number;
+  p50: number;
+  p99: number;
+  requests: number;
+  failures: number;
+  seconds: number;
+  note?: string;
+}
+
+export interface LoadSettings {
+  connections: number;
+  seconds: number;
+  /** Requests per second for the whole run; unset: as fast as the server answers. */
+  rate?: number;
+}
+
+const percentile = (sorted: Float64Array, p: number) =>
+  sorted.length === 0 ? Number.NaN : sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+
+/**
+ * Runs autocannon (keep-alive, no pipelining) and measures every response itself, so redirects
+ * (the authorization-code flow) count, and latency keeps sub-millisecond resolution.
+ */
+export async function runLoad(plan: LoadPlan, settings: LoadSettings): Promise<LoadResult> {
+  await plan.beforeRun?.();
+  const ok = plan.ok ?? ((status: number) => status >= 200 && status < 300);
+  let latencies = new Float64Array(1 << 16);
+  let count = 0;
+  let failures = 0;
+  const instance = autocannon({
+    url: plan.origin,
+    connections: settings.connections,
+    pipelining: 1,
+    duration: settings.seconds,
+    timeout: 10,
+    ...(settings.rate ? { overallRate: Math.max(1, Math.round(settings.rate)) } : {}),
+    requests: plan.requests,
+  });
+  instance.on('response', (_client: unknown, status: number, _bytes: number, ms: number) => {
+    if (count === latencies.length) {
+      const bigger = new Float64Array(latencies.length * 2);
+      bigger.set(latencies);
+      latencies = bigger;
+    }
+    latencies[count++] = ms;
+    if (!ok(status)) failures += 1;
+  });
+  instance.on('reqError', () => {
+    failures += 1;
+  });
+  const result = await instance;
+  const sorted = latencies.subarray(0, count).sort();
+  const seconds = result.duration;
+  return {
+    rps: count / seconds,
+    p50: percentile(sorted, 50),
+    p99: percentile(sorted, 99),
+    requests: count,
+    failures: failures + result.timeouts,
+    seconds,
+    note: plan.summary?.(seconds),
+  };
+}

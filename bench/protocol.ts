@@ -1,0 +1,50 @@
+/** What the benchmark tells a server process to start, and what the server reports back. */
+
+export type ServerKind = 'koa' | 'peer' | 'latchkey';
+export type TokenMode = 'opaque' | 'jwt';
+export type DatabaseKind = 'sqlite' | 'postgres';
+
+export interface ServerSpec {
+  kind: ServerKind;
+  /** The access-token format for the API resource (Latchkey's JWT_ACCESS_TOKENS). */
+  mode: TokenMode;
+  database?: DatabaseKind;
+  /** Where temporary SQLite files go. */
+  tmpDir: string;
+  postgresUrl?: string;
+}
+
+export interface ClientCredentials {
+  clientId: string;
+  clientSecret: string;
+}
+
+export interface ServerFixtures {
+  /** Base URL of the authorization server (or of the hello-world app). */
+  url: string;
+  /** The companion API with its credential cache, as `latchkey serve` runs it. */
+  apiUrl?: string;
+  /** The same API with the credential cache turned off: every request verifies from scratch. */
+  apiNoCacheUrl?: string;
+  clients?: {
+    /** client_credentials, scope read write. */
+    service: ClientCredentials;
+    /** authorization_code + refresh_token, confidential. */
+    web: ClientCredentials & { redirectUri: string };
+    /** A resource server that may introspect any token. */
+    introspector: ClientCredentials;
+  };
+  user?: { email: string; password: string };
+}
+
+export const READY = 'LATCHKEY_BENCH_READY ';
+
+/** Settings both the peer and Latchkey use, so their numbers compare like for like. */
+export const shared = {
+  audience: 'https://api.latchkey.bench',
+  redirectUri: 'http://127.0.0.1:9/callback',
+  webScope: 'openid offline_access profile email read write',
+  user: { email: 'bench@example.com', password: 'correct horse battery staple', name: 'Bench User' },
+  accessTokenTtl: 3600,
+  refreshTokenTtl: 30 * 24 * 3600,
+} as const;

@@ -1,0 +1,149 @@
+import os from 'node:os';
+import type { TargetId } from './endpoints.ts';
+
+export interface Row {
+  endpoint: string;
+  label: string;
+  target: TargetId;
+  targetLabel: string;
+  rps: number;
+  p50: number;
+  p99: number;
+  /** p99 at half of this row's maximum throughput (rate-limited run). */
+  p99Half?: number;
+  peakRssMb?: number;
+  failures: number;
+  requests: number;
+  note?: string;
+  vsH?: number;
+  vsPeer?: number;
+}
+
+export interface Goal {
+  goal: string;
+  value: string;
+  met: boolean | undefined;
+}
+
+export interface Report {
+  startedAt: string;
+  seconds: number;
+  machine: { cpus: number; model: string; node: string; pinned: string };
+  settings: { connections: number; seconds: number; warmupSeconds: number; halfLoadSeconds: number; tool: string };
+  rows: Row[];
+  rssAfterRunMb: Record<string, number>;
+  goals: Goal[];
+  definitions: Record<string, string>;
+  skipped: string[];
+}
+
+const fixed = (n: number | undefined, digits = 0) => (n === undefined || Number.isNaN(n) ? '–' : n.toFixed(digits));
+const ms = (n: number | undefined) => (n === undefined || Number.isNaN(n) ? '–' : n < 10 ? n.toFixed(2) : n.toFixed(1));
+const ratio = (n: number | undefined) => (n === undefined ? '–' : `${n.toFixed(2)}x`);
+
+/** Fills in the ratios to H and to the peer from the same run. */
+export function addRatios(rows: Row[]): void {
+  const h = rows.find((r) => r.target === 'H')?.rps;
+  for (const row of rows) {
+    if (row.target === 'H') continue;
+    if (h) row.vsH = row.rps / h;
+    const peer = rows.find((r) => r.endpoint === row.endpoint && r.target === 'peer');
+    if (peer && row.target !== 'peer') row.vsPeer = row.rps / peer.rps;
+  }
+}
+
+export function evaluateGoals(rows: Row[], rssAfter: Record<string, number>): Goal[] {
+  const row = (endpoint: string, target: TargetId) => rows.find((r) => r.endpoint === endpoint && r.target === target);
+  const atLeast = (goal: string, r: Row | undefined, key: 'vsPeer' | 'vsH', min: number): Goal => {
+    const v = r?.[key];
+    return { goal, value: v === undefined ? 'not measured' : `${v.toFixed(2)}x`, met: v === undefined ? undefined : v >= min };
+  };
+  const latchkey = rows.filter((r) => r.target === 'sqlite' || r.target === 'postgres');
+  const p99s = latchkey.filter((r) => r.p99Half !== undefined);
+  const worst = p99s.reduce<Row | undefined>((w, r) => (!w || r.p99Half! > w.p99Half! ? r : w), undefined);
+  const slow = p99s.filter((r) => r.p99Half! >= 10);
+  const rssEntries = Object.entries(rssAfter).filter(([name]) => name.startsWith('Latchkey'));
+  const biggest = rssEntries.reduce<[string, number] | undefined>((b, e) => (!b || e[1] > b[1] ? e : b), undefined);
+  return [
+    atLeast('token endpoint, opaque, SQLite >= 1.0x peer', row('cc-opaque', 'sqlite'), 'vsPeer', 1),
+    atLeast('token endpoint, JWT ES256, SQLite >= 1.0x peer', row('cc-jwt', 'sqlite'), 'vsPeer', 1),
+    atLeast('introspection, SQLite >= 1.0x peer', row('introspection', 'sqlite'), 'vsPeer', 1),
+    atLeast('discovery, SQLite >= 0.5 H', row('discovery', 'sqlite'), 'vsH', 0.5),
+    atLeast('JWKS, SQLite >= 0.5 H', row('jwks', 'sqlite'), 'vsH', 0.5),
+    {
+      goal: 'p99 < 10 ms at half of maximum throughput (every Latchkey row)',
+      value: worst
+        ? `worst ${ms(worst.p99Half)} ms (${worst.label}, ${worst.targetLabel})${slow.length ? `; over: ${slow.map((r) => `${r.label} on ${r.targetLabel}`).join(', ')}` : ''}`
+        : 'not measured',
+      met: worst ? slow.length === 0 : undefined,
+    },
+    {
+      goal: 'server RSS < 150 MB after the run (every Latchkey process)',
+      value: biggest ? `largest ${biggest[1].toFixed(0)} MB (${biggest[0]})` : 'not measured',
+      met: biggest ? biggest[1] < 150 : undefined,
+    },
+  ];
+}
+
+const HEADER = ['endpoint', 'target', 'req/s', 'p50 ms', 'p99 ms', 'p99 @½ ms', 'peak RSS MB', 'x H', 'x peer', 'failed', 'notes'];
+
+function cells(r: Row): string[] {
+  return [
+    r.label, r.targetLabel, fixed(r.rps), ms(r.p50), ms(r.p99), ms(r.p99Half), fixed(r.peakRssMb),
+    ratio(r.vsH), ratio(r.vsPeer), r.failures ? `${r.failures}/${r.requests}` : '0', r.note ?? '',
+  ];
+}
+
+export function textTable(rows: Row[]): string {
+  const all = [HEADER, ...rows.map(cells)];
+  const widths = HEADER.map((_, i) => Math.max(...all.map((c) => c[i]!.length)));
+  const numeric = new Set([2, 3, 4, 5, 6, 7, 8, 9]);
+  return all
+    .map((c, line) => c.map((v, i) => (numeric.has(i) && line > 0 ? v.padStart(widths[i]!) : v.padEnd(widths[i]!))).join('  ').trimEnd())
+    .join('\n');
+}
+
+export function markdown(report: Report): string {
+  const table = [
+    `| ${HEADER.join(' | ')} |`,
+    `|${HEADER.map((_, i) => (i >= 2 && i <= 9 ? '---:' : '---')).join('|')}|`,
+    ...report.rows.map((r) => `| ${cells(r).join(' | ')} |`),
+  ].join('\n');
+  const goals = report.goals.map((g) => `| ${g.goal} | ${g.value} | ${g.met === undefined ? 'not measured' : g.met ? 'met' : '**not met**'} |`).join('\n');
+  const rss = Object.entries(report.rssAfterRunMb).map(([name, mb]) => `| ${name} | ${mb.toFixed(0)} |`).join('\n');
+  const defs = Object.entries(report.definitions).map(([label, d]) => `- **${label}**: ${d}`).join('\n');
+  const { machine: m, settings: s } = report;
+  return `# Latchkey benchmark results
+
+Run ${report.startedAt}, ${report.seconds.toFixed(0)} s in all, on ${m.cpus} × ${m.model}, Node ${m.node}; ${m.pinned}.
+Load: ${s.tool}, ${s.connections} keep-alive connections, no pipelining, ${s.warmupSeconds} s warm-up then ${s.seconds} s per row;
+"p99 @½" is a second run of ${s.halfLoadSeconds} s held at half of the row's req/s.
+Generated by \`npm run bench\`; ratios compare rows of this same run (x H: to bare Koa; x peer: to oidc-provider with its in-memory adapter).
+${report.skipped.length ? `\nSkipped: ${report.skipped.join('; ')}.\n` : ''}
+${table}
+
+## Goals
+
+| goal | this run | |
+|---|---|---|
+${goals}
+
+## Server memory after the run
+
+| process | RSS MB |
+|---|---:|
+${rss}
+
+## What the rows mean
+
+- Every server runs in its own process, pinned to one core; the load generator runs on the other.
+- Latchkey runs as \`latchkey serve\` does (authorization server and companion API in one process), with LOG_LEVEL=warn; the peer writes no logs either.
+- Latency is measured per response by the load generator (every status, sub-millisecond); "failed" counts responses with an unexpected status, errors and timeouts.
+- Peak RSS is the server process's high-water mark during that row (Linux clear_refs), in MiB.
+${defs}
+`;
+}
+
+export function machine(pinned: string) {
+  return { cpus: os.cpus().length, model: os.cpus()[0]?.model ?? 'unknown CPU', node: process.version, pinned };
+}

@@ -1,0 +1,168 @@
+/**
+ * `npm run bench`: Latchkey beside bare Koa (H) and bare oidc-provider in memory (the peer), in one
+ * run, with one load tool. Prints a table and writes bench/results.md and bench/results.json.
+ *
+ *   npm run bench                       the full run (about 5 minutes)
+ *   npm run bench -- --quick            shorter runs, for a quick look (about 2 minutes)
+ *   npm run bench -- --only cc-opaque,introspection --targets peer,sqlite
+ *                                       some rows only (printed, not written)
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { endpoints, type TargetId } from './endpoints.ts';
+import { runLoad } from './load.ts';
+import type { TokenMode } from './protocol.ts';
+import { addRatios, evaluateGoals, machine, markdown, textTable, type Report, type Row } from './report.ts';
+import { cpus, killAllNow, pinSelf, specFor, startServer, targetLabels, type RunningServer } from './targets.ts';
+
+const benchDir = path.dirname(fileURLToPath(import.meta.url));
+const { values: args } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    only: { type: 'string' },
+    targets: { type: 'string' },
+    seconds: { type: 'string' },
+    connections: { type: 'string' },
+    postgres: { type: 'string', default: process.env.BENCH_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test' },
+  },
+});
+
+const quick = args.quick || process.env.BENCH_QUICK === '1';
+const settings = {
+  connections: Number(args.connections ?? 16),
+  seconds: Number(args.seconds ?? (quick ? 2 : 6)),
+  warmupSeconds: quick ? 0.5 : 1,
+  halfLoadSeconds: quick ? 1.5 : 3,
+  tool: 'autocannon 9 (programmatic)',
+};
+const partial = Boolean(args.only || args.targets);
+const wantedEndpoints = args.only ? new Set(args.only.split(',')) : undefined;
+const wantedTargets = args.targets ? new Set(args.targets.split(',')) : undefined;
+
+async function postgresReachable(url: string): Promise<boolean> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2000 });
+  try {
+    await client.connect();
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+const servers = new Map<string, RunningServer>();
+const tmpDir = mkdtempSync(path.join(os.tmpdir(), 'latchkey-bench-'));
+let cleaned = false;
+async function cleanup(): Promise<void> {
+  if (cleaned) return;
+  cleaned = true;
+  await Promise.all([...servers.values()].map((s) => s.stop().catch(() => {})));
+  killAllNow();
+  rmSync(tmpDir, { recursive: true, force: true });
+}
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    process.stderr.write(`\n${signal}: stopping the servers\n`);
+    void cleanup().finally(() => process.exit(130));
+  });
+}
+// Last resort: whatever happens, no server outlives the benchmark.
+process.once('exit', () => {
+  killAllNow();
+  rmSync(tmpDir, { recursive: true, force: true });
+});
+
+const log = (line: string) => process.stderr.write(`${line}\n`);
+
+async function main(): Promise<void> {
+  const started = Date.now();
+  pinSelf();
+  const skipped: string[] = [];
+  const postgres = await postgresReachable(args.postgres!);
+  if (!postgres) skipped.push(`Latchkey on PostgreSQL (${args.postgres} is unreachable)`);
+  const available = (t: TargetId) => (t !== 'postgres' || postgres) && (!wantedTargets || wantedTargets.has(t) || t === 'H');
+
+  const plan = endpoints
+    .filter((e) => !wantedEndpoints || wantedEndpoints.has(e.id) || e.id === 'hello')
+    .flatMap((e) => e.targets.filter(available).map((target) => ({ endpoint: e, target })));
+
+  const instanceName = (target: TargetId, mode: TokenMode) => `${targetLabels[target]}${target === 'H' ? '' : `, ${mode}`}`;
+  const needed = new Map<string, { target: TargetId; mode: TokenMode }>();
+  for (const { endpoint, target } of plan) needed.set(instanceName(target, endpoint.mode), { target, mode: endpoint.mode });
+  log(`starting ${needed.size} servers${cpus ? ` on CPU ${cpus.server}, load on CPU ${cpus.load}` : ' (no taskset: unpinned)'}...`);
+  await Promise.all([...needed].map(async ([name, { target, mode }]) => {
+    servers.set(name, await startServer(name, specFor(target, mode, tmpDir, args.postgres!)));
+  }));
+
+  const rows: Row[] = [];
+  const definitions: Record<string, string> = {};
+  for (const { endpoint, target } of plan) {
+    const server = servers.get(instanceName(target, endpoint.mode))!;
+    if (endpoint.definition) definitions[endpoint.label] = endpoint.definition;
+    process.stderr.write(`${endpoint.label} @ ${targetLabels[target]} ... `);
+    const load = await endpoint.prepare(server.fixtures);
+    await runLoad(load, { connections: settings.connections, seconds: settings.warmupSeconds });
+    server.resetPeakRss();
+    const full = await runLoad(load, { connections: settings.connections, seconds: settings.seconds });
+    const peakRssMb = server.rss()?.peak;
+    const half = target === 'H' ? undefined : await runLoad(load, { connections: settings.connections, seconds: settings.halfLoadSeconds, rate: full.rps / 2 });
+    rows.push({
+      endpoint: endpoint.id,
+      label: endpoint.label,
+      target,
+      targetLabel: targetLabels[target],
+      rps: full.rps,
+      p50: full.p50,
+      p99: full.p99,
+      p99Half: half?.p99,
+      peakRssMb,
+      failures: full.failures,
+      requests: full.requests,
+      note: full.note,
+    });
+    log(`${full.rps.toFixed(0)} req/s, p99 ${full.p99.toFixed(2)} ms${full.failures ? `, ${full.failures} failed` : ''}`);
+  }
+
+  const rssAfterRunMb: Record<string, number> = {};
+  for (const [name, server] of servers) {
+    const rss = server.rss();
+    if (rss) rssAfterRunMb[name] = rss.current;
+  }
+  await cleanup();
+
+  addRatios(rows);
+  const report: Report = {
+    startedAt: new Date(started).toISOString(),
+    seconds: (Date.now() - started) / 1000,
+    machine: machine(cpus ? `servers pinned to CPU ${cpus.server}, load generator to CPU ${cpus.load} (taskset)` : 'no CPU pinning (taskset missing or one CPU)'),
+    settings,
+    rows,
+    rssAfterRunMb,
+    goals: evaluateGoals(rows, rssAfterRunMb),
+    definitions,
+    skipped,
+  };
+  process.stdout.write(`\n${textTable(rows)}\n\n`);
+  for (const g of report.goals) process.stdout.write(`${g.met === undefined ? '?' : g.met ? 'met    ' : 'NOT MET'}  ${g.goal}: ${g.value}\n`);
+  if (partial) {
+    process.stdout.write('\n(partial run: bench/results.md and results.json left as they were)\n');
+  } else {
+    writeFileSync(path.join(benchDir, 'results.json'), `${JSON.stringify(report, null, 2)}\n`);
+    writeFileSync(path.join(benchDir, 'results.md'), markdown(report));
+    process.stdout.write(`\nwrote bench/results.md and bench/results.json (${report.seconds.toFixed(0)} s)\n`);
+  }
+}
+
+try {
+  await main();
+} catch (err) {
+  process.stderr.write(`\nbenchmark failed: ${(err as Error).stack ?? String(err)}\n`);
+  process.exitCode = 1;
+} finally {
+  await cleanup();
+}

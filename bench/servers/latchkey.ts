@@ -1,0 +1,110 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import pg from 'pg';
+import { createAuthServer } from '../../src/app.ts';
+import { createClientService } from '../../src/clients/service.ts';
+import { loadConfig } from '../../src/config.ts';
+import { ensureApiClient } from '../../src/resource-server/provision.ts';
+import { createApiServer } from '../../src/resource-server/server.ts';
+import { createCredentialCache, type CredentialCache } from '../../src/verification/cache.ts';
+import { createTokenVerifiers } from '../../src/verification/token-verifiers.ts';
+import { shared, type ServerFixtures, type ServerSpec } from '../protocol.ts';
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as net.AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+/** A database of its own for this run: a temporary SQLite file, or a fresh PostgreSQL database. */
+async function temporaryDatabase(spec: ServerSpec): Promise<{ url: string; remove(): Promise<void> }> {
+  if (spec.database === 'postgres') {
+    const name = `latchkey_bench_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
+    const admin = async (sql: string) => {
+      const client = new pg.Client({ connectionString: spec.postgresUrl });
+      await client.connect();
+      try {
+        await client.query(sql);
+      } finally {
+        await client.end();
+      }
+    };
+    await admin(`CREATE DATABASE ${name}`);
+    return { url: spec.postgresUrl!.replace(/\/[^/]*$/, `/${name}`), remove: () => admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`) };
+  }
+  const dir = mkdtempSync(path.join(spec.tmpDir, 'sqlite-'));
+  return { url: path.join(dir, 'latchkey.sqlite'), remove: async () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** Never remembers a credential: each request verifies signature and claims (or introspects) again. */
+const noCache: CredentialCache = { ...createCredentialCache(), get: () => ({ state: 'miss' }), set() {} };
+
+/**
+ * Latchkey as `latchkey serve` runs it (authorization server and companion API in one process),
+ * plus a second copy of the API with its credential cache off, for the "cold" verification rows.
+ */
+export async function start(spec: ServerSpec): Promise<{ fixtures: ServerFixtures; close(): Promise<void> }> {
+  const database = await temporaryDatabase(spec);
+  const port = await freePort();
+  const config = loadConfig({
+    PORT: String(port),
+    ISSUER: `http://127.0.0.1:${port}`,
+    DATABASE_URL: database.url,
+    API_AUDIENCE: shared.audience,
+    JWT_ACCESS_TOKENS: spec.mode === 'jwt' ? 'true' : 'false',
+    ACCESS_TOKEN_TTL: String(shared.accessTokenTtl),
+    REFRESH_TOKEN_TTL: String(shared.refreshTokenTtl),
+    // Request logs are off in every target; the peer writes none either.
+    LOG_LEVEL: 'warn',
+  });
+  const server = await createAuthServer(config);
+  await server.listen(port, '127.0.0.1');
+
+  await server.users.create(shared.user);
+  const service = createClientService(server.provider, server.db.knex);
+  const created = {
+    service: await service.create({ name: 'Bench service', redirectUris: [], scope: 'read write', grantTypes: ['client_credentials'] }),
+    web: await service.create({ name: 'Bench web app', redirectUris: [shared.redirectUri], scope: shared.webScope }),
+    introspector: await ensureApiClient(server.provider, server.db.knex),
+  };
+
+  const api = createApiServer(config, { db: server.db, introspection: created.introspector });
+  const apiPort = await api.listen(0, '127.0.0.1');
+  const apiNoCache = createApiServer(config, {
+    db: server.db,
+    verifiers: createTokenVerifiers({
+      authServerUrl: config.authServerUrl,
+      audience: config.apiAudience,
+      introspection: created.introspector,
+      cache: noCache,
+    }),
+  });
+  const apiNoCachePort = await apiNoCache.listen(0, '127.0.0.1');
+
+  const fixtures: ServerFixtures = {
+    url: config.issuer,
+    apiUrl: `http://127.0.0.1:${apiPort}`,
+    apiNoCacheUrl: `http://127.0.0.1:${apiNoCachePort}`,
+    clients: {
+      service: { clientId: created.service.client_id, clientSecret: created.service.client_secret! },
+      web: { clientId: created.web.client_id, clientSecret: created.web.client_secret!, redirectUri: shared.redirectUri },
+      introspector: created.introspector,
+    },
+    user: { email: shared.user.email, password: shared.user.password },
+  };
+  return {
+    fixtures,
+    async close() {
+      await apiNoCache.close();
+      await api.close();
+      await server.close();
+      await database.remove();
+    },
+  };
+}

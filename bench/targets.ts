@@ -1,0 +1,131 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { TargetId } from './endpoints.ts';
+import { READY, type ServerFixtures, type ServerSpec, type TokenMode } from './protocol.ts';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+export const targetLabels: Record<TargetId, string> = {
+  H: 'H (bare Koa)',
+  peer: 'peer (oidc-provider, memory)',
+  sqlite: 'Latchkey SQLite',
+  postgres: 'Latchkey PostgreSQL',
+};
+
+export function specFor(target: TargetId, mode: TokenMode, tmpDir: string, postgresUrl: string): ServerSpec {
+  switch (target) {
+    case 'H': return { kind: 'koa', mode, tmpDir };
+    case 'peer': return { kind: 'peer', mode, tmpDir };
+    case 'sqlite': return { kind: 'latchkey', mode, database: 'sqlite', tmpDir };
+    case 'postgres': return { kind: 'latchkey', mode, database: 'postgres', tmpDir, postgresUrl };
+  }
+}
+
+/** CPU placement: servers on one core, the load generator (this process) on another. */
+export const cpus = (() => {
+  const count = os.availableParallelism();
+  const taskset = spawnSync('taskset', ['--version'], { stdio: 'ignore' }).status === 0;
+  if (!taskset || count < 2) return undefined;
+  return { server: '0', load: String(count - 1) };
+})();
+
+/** Pins this process (all its threads) to the load generator's core. */
+export function pinSelf(): void {
+  if (cpus) spawnSync('taskset', ['-a', '-p', '-c', cpus.load, String(process.pid)], { stdio: 'ignore' });
+}
+
+export interface RunningServer {
+  name: string;
+  pid: number;
+  fixtures: ServerFixtures;
+  /** Forgets the peak resident set size so far (Linux), so the next reading is this row's peak. */
+  resetPeakRss(): void;
+  /** Peak and current resident set size in MiB (Linux /proc), undefined elsewhere. */
+  rss(): { peak: number; current: number } | undefined;
+  stop(): Promise<void>;
+}
+
+const live = new Set<ChildProcess>();
+
+/** Kills whatever server is still running: for exit paths that cannot wait. */
+export function killAllNow(): void {
+  for (const child of live) child.kill('SIGKILL');
+  live.clear();
+}
+
+export async function startServer(name: string, spec: ServerSpec): Promise<RunningServer> {
+  // BENCH_CPU_PROF=dir writes a V8 CPU profile of every server into dir (open it in Chrome DevTools).
+  const profile = process.env.BENCH_CPU_PROF ? [`--cpu-prof`, `--cpu-prof-dir=${path.resolve(process.env.BENCH_CPU_PROF)}`] : [];
+  const node = [process.execPath, ...profile, path.join(root, 'bin', 'run-ts.mjs'), path.join(root, 'bench', 'server.ts'), JSON.stringify(spec)];
+  const [command, ...args] = cpus ? ['taskset', '-c', cpus.server, ...node] : node;
+  const child = spawn(command!, args, { cwd: root, stdio: ['pipe', 'pipe', 'pipe'] });
+  live.add(child);
+  const exited = new Promise<void>((resolve) => child.once('exit', () => {
+    live.delete(child);
+    resolve();
+  }));
+  const stderr: string[] = [];
+  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
+    stderr.push(chunk);
+    if (stderr.length > 50) stderr.shift();
+  });
+
+  const fixtures = await new Promise<ServerFixtures>((resolve, reject) => {
+    let buffered = '';
+    const timer = setTimeout(() => reject(new Error(`${name} did not start within 60 s: ${stderr.join('')}`)), 60_000);
+    child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+      buffered += chunk;
+      let nl: number;
+      while ((nl = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, nl);
+        buffered = buffered.slice(nl + 1);
+        if (line.startsWith(READY)) {
+          clearTimeout(timer);
+          resolve(JSON.parse(line.slice(READY.length)) as ServerFixtures);
+        }
+      }
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${name} exited (${code}) before it was ready: ${stderr.join('')}`));
+    });
+  });
+
+  const pid = child.pid!;
+  const status = () => {
+    try {
+      return readFileSync(`/proc/${pid}/status`, 'utf8');
+    } catch {
+      return undefined;
+    }
+  };
+  const kib = (text: string, field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? Number.NaN);
+  return {
+    name,
+    pid,
+    fixtures,
+    resetPeakRss() {
+      try {
+        writeFileSync(`/proc/${pid}/clear_refs`, '5');
+      } catch {
+        // Not Linux, or not allowed: the peak is then the process's peak so far.
+      }
+    },
+    rss() {
+      const text = status();
+      return text ? { peak: kib(text, 'VmHWM') / 1024, current: kib(text, 'VmRSS') / 1024 } : undefined;
+    },
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill('SIGTERM');
+      const timeout = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), 8000).unref());
+      if ((await Promise.race([exited, timeout])) === 'timeout') {
+        child.kill('SIGKILL');
+        await exited;
+      }
+    },
+  };
+}
