@@ -1,31 +1,31 @@
 import type { Knex } from 'knex';
 import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
-
-const TABLE = 'oidc_payloads';
+import { createClientCache, type ClientCache } from './client-cache.ts';
+import { payloadStoreFor, type PayloadRow, type PayloadStore } from './payload-store.ts';
 
 const nowSeconds = () => Math.floor(Date.now() / 1000);
-
-interface Row {
-  payload: string;
-  consumed_at: number | string | null;
-}
 
 /**
  * oidc-provider's storage over Knex: one table for every model, keyed by (model, id), with the
  * fields the library looks up by (grant id, session uid, device user code) indexed.
- * The same code serves SQLite and PostgreSQL.
+ * On SQLite every call is one prepared statement on the server's connection; on PostgreSQL one
+ * parameterised query. Every write is committed before the call returns, so a credential is
+ * stored before the response that carries it is sent.
  */
 export class KnexAdapter implements Adapter {
-  readonly #knex: Knex;
+  readonly #store: PayloadStore;
   readonly #model: string;
+  /** Registered clients are read on every token request; they change rarely (see client-cache.ts). */
+  readonly #clients: ClientCache | undefined;
 
   constructor(knex: Knex, model: string) {
-    this.#knex = knex;
+    this.#store = payloadStoreFor(knex);
     this.#model = model;
+    this.#clients = model === 'Client' ? clientCacheFor(knex, this.#store) : undefined;
   }
 
   async upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void> {
-    const row = {
+    const row: PayloadRow = {
       model: this.#model,
       id,
       payload: JSON.stringify(payload),
@@ -33,21 +33,34 @@ export class KnexAdapter implements Adapter {
       user_code: payload.userCode ?? null,
       uid: payload.uid ?? null,
       expires_at: expiresIn ? nowSeconds() + expiresIn : null,
-      consumed_at: null,
     };
-    await this.#knex(TABLE).insert(row).onConflict(['model', 'id']).merge();
+    this.#clients?.forget(id);
+    await this.#store.upsert(row);
+    this.#clients?.forget(id);
   }
 
   async find(id: string): Promise<AdapterPayload | undefined> {
-    return this.#findBy({ id });
+    if (this.#clients) {
+      const cached = this.#clients.get(id);
+      // A fresh object each time: the library must not be able to change what the next request sees.
+      if (cached !== undefined) return JSON.parse(cached) as AdapterPayload;
+      const ticket = this.#clients.beforeRead();
+      const row = await this.#store.find(this.#model, 'id', id);
+      this.#clients.set(id, row?.payload ?? null, ticket);
+      return row ? toPayload(row) : undefined;
+    }
+    const row = await this.#store.find(this.#model, 'id', id);
+    return row ? toPayload(row) : undefined;
   }
 
   async findByUid(uid: string): Promise<AdapterPayload | undefined> {
-    return this.#findBy({ uid });
+    const row = await this.#store.find(this.#model, 'uid', uid);
+    return row ? toPayload(row) : undefined;
   }
 
   async findByUserCode(userCode: string): Promise<AdapterPayload | undefined> {
-    return this.#findBy({ user_code: userCode });
+    const row = await this.#store.find(this.#model, 'user_code', userCode);
+    return row ? toPayload(row) : undefined;
   }
 
   /**
@@ -56,27 +69,23 @@ export class KnexAdapter implements Adapter {
    * what RFC 6749 §4.1.2 and the refresh-token reuse rules ask for.
    */
   async consume(id: string): Promise<void> {
-    const changed = await this.#knex(TABLE)
-      .where({ model: this.#model, id })
-      .whereNull('consumed_at')
-      .update({ consumed_at: nowSeconds() });
-    if (changed === 0) {
-      const row = await this.#knex(TABLE).first('grant_id').where({ model: this.#model, id });
-      if (row?.grant_id) await this.revokeByGrantId(row.grant_id);
+    const changed = await this.#store.consume(this.#model, id, nowSeconds());
+    if (!changed) {
+      const grantId = await this.#store.grantIdOf(this.#model, id);
+      if (grantId) await this.revokeByGrantId(grantId);
       throw new errors.InvalidGrant(`${this.#label} already consumed`);
     }
   }
 
   async destroy(id: string): Promise<void> {
-    await this.#knex(TABLE).where({ model: this.#model, id }).delete();
+    this.#clients?.forget(id);
+    await this.#store.destroy(this.#model, id);
+    this.#clients?.forget(id);
   }
 
   /** Removes every token, code and session entry of the grant, and the grant itself. */
   async revokeByGrantId(grantId: string): Promise<void> {
-    await this.#knex(TABLE)
-      .where({ grant_id: grantId })
-      .orWhere({ model: 'Grant', id: grantId })
-      .delete();
+    await this.#store.revokeByGrantId(grantId);
   }
 
   get #label(): string {
@@ -84,18 +93,26 @@ export class KnexAdapter implements Adapter {
       : this.#model === 'RefreshToken' ? 'refresh token'
         : this.#model;
   }
+}
 
-  async #findBy(where: Record<string, string>): Promise<AdapterPayload | undefined> {
-    const row: Row | undefined = await this.#knex(TABLE)
-      .first('payload', 'consumed_at')
-      .where({ model: this.#model, ...where });
-    if (!row) return undefined;
-    // Expired rows are still returned: the library checks expiry itself and then says "expired"
-    // instead of "not found"; the cleanup job removes them later.
-    const payload = JSON.parse(row.payload) as AdapterPayload;
-    if (row.consumed_at !== null) payload.consumed = Number(row.consumed_at);
-    return payload;
+function toPayload(row: { payload: string; consumed_at: number | string | null }): AdapterPayload {
+  // Expired rows are still returned: the library checks expiry itself and then says "expired"
+  // instead of "not found"; the cleanup job removes them later.
+  const payload = JSON.parse(row.payload) as AdapterPayload;
+  if (row.consumed_at !== null) payload.consumed = Number(row.consumed_at);
+  return payload;
+}
+
+// One client cache per database handle: the provider's adapter and the client service
+// (src/clients/service.ts) share it, so a client changed in this process is forgotten at once.
+const clientCaches = new WeakMap<Knex, ClientCache>();
+function clientCacheFor(knex: Knex, store: PayloadStore): ClientCache {
+  let cache = clientCaches.get(knex);
+  if (!cache) {
+    cache = createClientCache(store.changeSignal());
+    clientCaches.set(knex, cache);
   }
+  return cache;
 }
 
 /** Deletes expired rows now and then; the library already ignores them, this keeps the table small. */
@@ -117,5 +134,5 @@ export function startExpiredRowCleanup(knex: Knex, everySeconds = 60): () => voi
 }
 
 export async function removeExpiredRows(knex: Knex): Promise<number> {
-  return knex(TABLE).where('expires_at', '<', nowSeconds()).delete();
+  return knex('oidc_payloads').where('expires_at', '<', nowSeconds()).delete();
 }
