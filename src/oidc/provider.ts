@@ -6,6 +6,7 @@ import { apiScopes, oidcScopes, type Config } from '../config.ts';
 import type { Database } from '../db/knex.ts';
 import { renderPage } from '../http/views.ts';
 import type { Logger } from '../logger.ts';
+import { servedOnce } from './metadata-cache.ts';
 
 export const routes = {
   authorization: '/oauth/authorize',
@@ -151,6 +152,8 @@ export function createProvider({ config, db, users, jwks, cookieKeys, logger }: 
 
   const provider = new Provider(config.issuer, configuration);
   provider.proxy = config.trustProxy;
+  // First in line: discovery and the JWKS are answered before any other middleware runs.
+  provider.use(servedOnce(['/.well-known/openid-configuration', '/.well-known/oauth-authorization-server', routes.jwks]));
 
   // The token endpoint answers invalid_grant with a generic description and keeps the reason
   // ("PKCE verification failed", "authorization code already consumed") to itself; developers
