@@ -134,5 +134,5 @@ export function startExpiredRowCleanup(knex: Knex, everySeconds = 60): () => voi
 }
 
 export async function removeExpiredRows(knex: Knex): Promise<number> {
-  return knex('oidc_payloads').where('expires_at', '<', nowSeconds()).delete();
+  return payloadStoreFor(knex).removeExpired(nowSeconds());
 }

@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import type { ChangeSignal } from './client-cache.ts';
+import { createRowCache, type CachedRow } from './row-cache.ts';
 
 const TABLE = 'oidc_payloads';
 
@@ -31,6 +32,8 @@ export interface PayloadStore {
   grantIdOf(model: string, id: string): Promise<string | null>;
   destroy(model: string, id: string): Promise<void>;
   revokeByGrantId(grantId: string): Promise<void>;
+  /** Deletes the rows that expired before `now` (epoch seconds); returns how many. */
+  removeExpired(now: number): Promise<number>;
   /** A signal that another process changed the database, where the database offers one. */
   changeSignal(): ChangeSignal | undefined;
 }
@@ -58,6 +61,7 @@ function knexStore(knex: Knex): PayloadStore {
     async revokeByGrantId(grantId) {
       await knex(TABLE).where({ grant_id: grantId }).orWhere({ model: 'Grant', id: grantId }).delete();
     },
+    removeExpired: (now) => knex(TABLE).where('expires_at', '<', now).delete(),
     changeSignal: () => undefined,
   };
 }
@@ -78,7 +82,7 @@ const SQL = {
     VALUES (?, ?, ?, ?, ?, ?, ?, NULL)
     ON CONFLICT (model, id) DO UPDATE SET payload = excluded.payload, grant_id = excluded.grant_id,
       user_code = excluded.user_code, uid = excluded.uid, expires_at = excluded.expires_at, consumed_at = NULL`,
-  findById: `SELECT payload, consumed_at FROM ${TABLE} WHERE model = ? AND id = ?`,
+  findById: `SELECT payload, consumed_at, grant_id FROM ${TABLE} WHERE model = ? AND id = ?`,
   findByUid: `SELECT payload, consumed_at FROM ${TABLE} WHERE model = ? AND uid = ? LIMIT 1`,
   findByUserCode: `SELECT payload, consumed_at FROM ${TABLE} WHERE model = ? AND user_code = ? LIMIT 1`,
   consume: `UPDATE ${TABLE} SET consumed_at = ? WHERE model = ? AND id = ? AND consumed_at IS NULL`,
@@ -115,6 +119,9 @@ interface Pending {
  * resolves only after COMMIT. A response that carries a new credential therefore still waits for
  * its row to be committed; the requests of one turn just share the commit (one WAL append instead
  * of one per row), which is what makes persistence nearly free under load.
+ *
+ * Every write to oidc_payloads in this process must go through this store (the adapter does), or
+ * the row cache (row-cache.ts) would not see it; other processes' writes it notices by itself.
  *
  * While a Knex transaction holds the connection (API-key usage, key rotation), a statement here
  * would join that transaction, so calls then go through Knex and wait for it like any query.
@@ -190,10 +197,30 @@ function sqliteStore(knex: Knex): PayloadStore {
     }
   };
 
+  const rows = createRowCache();
+  /** Keeps the row cache equal to what was just committed. */
+  const committed = (w: Write, changed: boolean): boolean => {
+    switch (w.kind) {
+      case 'upsert':
+        rows.upserted(w.row.model, w.row.id, { payload: w.row.payload, consumed_at: null, grant_id: w.row.grant_id });
+        break;
+      case 'consume':
+        if (changed) rows.consumed(w.model, w.id, w.at);
+        break;
+      case 'destroy':
+        rows.destroyed(w.model, w.id);
+        break;
+      case 'revoke':
+        rows.grantRevoked(w.grantId);
+        break;
+    }
+    return changed;
+  };
+
   const applyEach = (batch: Pending[]) => {
     for (const p of batch) {
       try {
-        p.resolve(apply(p.write));
+        p.resolve(committed(p.write, apply(p.write)));
       } catch (err) {
         p.reject(err);
       }
@@ -207,7 +234,7 @@ function sqliteStore(knex: Knex): PayloadStore {
     queue = [];
     if (draining || !usable()) {
       const mine = (draining ?? Promise.resolve()).then(async () => {
-        for (const p of batch) await applyViaKnex(p.write).then(p.resolve, p.reject);
+        for (const p of batch) await applyViaKnex(p.write).then((changed) => p.resolve(committed(p.write, changed)), p.reject);
       });
       draining = mine;
       void mine.finally(() => {
@@ -226,8 +253,25 @@ function sqliteStore(knex: Knex): PayloadStore {
       // Something failed the batch: apply the writes one by one, so only that caller sees an error.
       return applyEach(batch);
     }
-    batch.forEach((p, i) => p.resolve(results[i]!));
+    batch.forEach((p, i) => p.resolve(committed(p.write, results[i]!)));
     return undefined;
+  };
+
+  // Changes whenever another connection (another process) commits to the database file. Read
+  // once per turn of the event loop: a commit elsewhere is seen from the next turn on. Undefined
+  // while the connection is not ours to use.
+  let version: number | undefined;
+  let versionRead = false;
+  const dataVersion = (): number | undefined => {
+    if (!usable()) return undefined;
+    if (!versionRead) {
+      version = (prepare('dataVersion').get() as { data_version: number }).data_version;
+      versionRead = true;
+      setImmediate(() => {
+        versionRead = false;
+      });
+    }
+    return version;
   };
 
   const write = (w: Write) => new Promise<boolean>((resolve, reject) => {
@@ -242,9 +286,17 @@ function sqliteStore(knex: Knex): PayloadStore {
       await write({ kind: 'upsert', row });
     },
     async find(model, column, value) {
-      const s = statement(column === 'id' ? 'findById' : column === 'uid' ? 'findByUid' : 'findByUserCode');
-      if (!s) return viaKnex.find(model, column, value);
-      return s.get(model, value) as StoredPayload | undefined;
+      if (column !== 'id') {
+        const s = statement(column === 'uid' ? 'findByUid' : 'findByUserCode');
+        return s ? (s.get(model, value) as StoredPayload | undefined) : viaKnex.find(model, column, value);
+      }
+      const current = dataVersion();
+      if (current === undefined) return viaKnex.find(model, column, value);
+      const cached = rows.get(model, value, current);
+      if (cached !== undefined) return cached ?? undefined;
+      const row = prepare('findById').get(model, value) as CachedRow | undefined;
+      rows.set(model, value, row ?? null, current);
+      return row;
     },
     consume: (model, id, at) => write({ kind: 'consume', model, id, at }),
     async grantIdOf(model, id) {
@@ -258,8 +310,13 @@ function sqliteStore(knex: Knex): PayloadStore {
     async revokeByGrantId(grantId) {
       await write({ kind: 'revoke', grantId });
     },
-    // Changes whenever another connection (another process) commits to the database file.
-    changeSignal: () => () => (statement('dataVersion')?.get() as { data_version: number } | undefined)?.data_version,
+    async removeExpired(now) {
+      const removed = await viaKnex.removeExpired(now);
+      // Expired rows may be cached; the library ignores them, but gone is gone.
+      if (removed > 0) rows.clear();
+      return removed;
+    },
+    changeSignal: () => dataVersion,
   };
 }
 

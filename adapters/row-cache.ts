@@ -1,0 +1,70 @@
+import type { StoredPayload } from './payload-store.ts';
+
+export interface CachedRow extends StoredPayload {
+  grant_id: string | null;
+}
+
+const MAX_ROWS = 5_000;
+
+/**
+ * Rows this process wrote or read lately, so that reading back a token it just issued (introspection,
+ * refresh, the grant of a code) costs no SQLite read transaction. It is exact, not a TTL cache:
+ * every write of this process passes through the store and updates it after the write commits,
+ * and a commit by any other process changes the database's data_version, which empties it.
+ * Bounded: the least recently used rows go first.
+ */
+export function createRowCache() {
+  // null: known not to exist (introspection looks a token up in several models; most miss).
+  const rows = new Map<string, CachedRow | null>();
+  let version: number | undefined;
+  const key = (model: string, id: string) => `${model}\u0000${id}`;
+  const sync = (current: number) => {
+    if (current !== version) {
+      rows.clear();
+      version = current;
+    }
+  };
+
+  return {
+    /** The row, null when it is known not to exist, undefined when it must be read. */
+    get(model: string, id: string, current: number): CachedRow | null | undefined {
+      sync(current);
+      const k = key(model, id);
+      const row = rows.get(k);
+      if (row !== undefined) {
+        rows.delete(k);
+        rows.set(k, row);
+      }
+      return row;
+    },
+    set(model: string, id: string, row: CachedRow | null, current: number): void {
+      sync(current);
+      const k = key(model, id);
+      rows.delete(k);
+      rows.set(k, row);
+      if (rows.size > MAX_ROWS) rows.delete(rows.keys().next().value!);
+    },
+    /** After this process committed an upsert: the row as it now is in the database. */
+    upserted(model: string, id: string, row: CachedRow): void {
+      if (version === undefined) return;
+      this.set(model, id, row, version);
+    },
+    consumed(model: string, id: string, at: number): void {
+      const row = rows.get(key(model, id));
+      if (row?.consumed_at === null) row.consumed_at = at;
+    },
+    destroyed(model: string, id: string): void {
+      rows.delete(key(model, id));
+    },
+    clear(): void {
+      rows.clear();
+    },
+    /** Rare (logout, code or refresh-token reuse): a scan is cheaper than keeping an index. */
+    grantRevoked(grantId: string): void {
+      rows.delete(key('Grant', grantId));
+      for (const [k, row] of rows) if (row?.grant_id === grantId) rows.delete(k);
+    },
+  };
+}
+
+export type RowCache = ReturnType<typeof createRowCache>;
