@@ -1,5 +1,7 @@
 import { mkdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
+import { Worker } from 'node:worker_threads';
 import knexFactory, { type Knex } from 'knex';
 import { migrationSource } from './migrations/index.ts';
 
@@ -26,6 +28,7 @@ export function openDatabase(url: string): Database {
     return { knex, dialect, close: () => knex.destroy() };
   }
   if (target !== ':memory:') mkdirSync(path.dirname(target), { recursive: true });
+  const checkpointer = target === ':memory:' ? undefined : startCheckpointer(target);
   const knex = knexFactory({
     client: 'better-sqlite3',
     connection: { filename: target },
@@ -42,11 +45,65 @@ export function openDatabase(url: string): Database {
         conn.pragma('synchronous = NORMAL');
         conn.pragma('busy_timeout = 5000');
         conn.pragma('foreign_keys = ON');
+        // Checkpoints (copying the WAL into the database file, with an fsync) run on their own
+        // thread (startCheckpointer); this connection only checkpoints if that thread falls far behind.
+        if (checkpointer) conn.pragma(`wal_autocheckpoint = ${FALLBACK_CHECKPOINT_PAGES}`);
         done(null, conn);
       },
     },
   });
-  return { knex, dialect, close: () => knex.destroy() };
+  return {
+    knex,
+    dialect,
+    async close() {
+      await checkpointer?.stop();
+      await knex.destroy();
+    },
+  };
+}
+
+// SQLite's default is 1000 pages (4 MiB of WAL); the checkpoint thread keeps the WAL far smaller.
+const FALLBACK_CHECKPOINT_PAGES = 10_000;
+const CHECKPOINT_EVERY_MS = 200;
+
+// Runs in the checkpoint thread: a connection of its own that copies committed WAL frames into
+// the database file. PASSIVE never waits for, nor blocks, the server's readers and writers.
+const checkpointThread = `
+const { parentPort, workerData } = require('node:worker_threads');
+const Database = require(workerData.driver);
+const db = new Database(workerData.file);
+db.pragma('synchronous = NORMAL');
+const timer = setInterval(() => {
+  try { db.pragma('wal_checkpoint(PASSIVE)'); } catch { /* busy or gone: the next round tries again */ }
+}, workerData.everyMs);
+parentPort.once('message', () => { clearInterval(timer); db.close(); parentPort.close(); });
+`;
+
+/**
+ * A WAL checkpoint writes pages back to the database file and fsyncs it: milliseconds that, on the
+ * server's own connection, would stall every request in flight (better-sqlite3 is synchronous).
+ * A thread with its own connection does that work instead, off the event loop. Commits are
+ * unaffected: each is durable in the WAL (synchronous=NORMAL) before its statement returns.
+ */
+function startCheckpointer(file: string): { stop(): Promise<void> } {
+  const worker = new Worker(checkpointThread, {
+    eval: true,
+    workerData: { file, driver: createRequire(import.meta.url).resolve('better-sqlite3'), everyMs: CHECKPOINT_EVERY_MS },
+  });
+  // It must never keep a process alive (CLI commands close their database, but a crash must not hang).
+  worker.unref();
+  worker.on('error', () => {
+    // Without it the server's own connection checkpoints (FALLBACK_CHECKPOINT_PAGES): slower, still correct.
+  });
+  const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+  return {
+    async stop() {
+      worker.postMessage('stop');
+      const force = setTimeout(() => void worker.terminate(), 2000);
+      await exited;
+      clearTimeout(force);
+    },
+  };
 }
 
 export async function migrate(db: Database): Promise<string[]> {
