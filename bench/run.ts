@@ -15,6 +15,7 @@ import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { endpoints, type TargetId } from './endpoints.ts';
 import { runLoad } from './load.ts';
+import { runPaced } from './paced.ts';
 import type { TokenMode } from './protocol.ts';
 import { addRatios, evaluateGoals, machine, markdown, textTable, type Report, type Row } from './report.ts';
 import { cpus, killAllNow, pinSelf, specFor, startServer, targetLabels, type RunningServer } from './targets.ts';
@@ -37,7 +38,7 @@ const settings = {
   seconds: Number(args.seconds ?? (quick ? 2 : 6)),
   warmupSeconds: quick ? 0.5 : 1,
   halfLoadSeconds: quick ? 1.5 : 3,
-  tool: 'autocannon 9 (programmatic)',
+  tool: 'autocannon 9 (programmatic) for throughput; an evenly paced keep-alive client for p99 @½',
 };
 const partial = Boolean(args.only || args.targets);
 const wantedEndpoints = args.only ? new Set(args.only.split(',')) : undefined;
@@ -110,7 +111,7 @@ async function main(): Promise<void> {
     server.resetPeakRss();
     const full = await runLoad(load, { connections: settings.connections, seconds: settings.seconds });
     const peakRssMb = server.rss()?.peak;
-    const half = target === 'H' ? undefined : await runLoad(load, { connections: settings.connections, seconds: settings.halfLoadSeconds, rate: full.rps / 2 });
+    const half = target === 'H' ? undefined : await runPaced(load, { connections: settings.connections, seconds: settings.halfLoadSeconds, rate: full.rps / 2 });
     rows.push({
       endpoint: endpoint.id,
       label: endpoint.label,
