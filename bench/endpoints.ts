@@ -60,6 +60,13 @@ function verifyAt(origin: string | undefined, token: string): Promise<LoadPlan> 
   return simple(origin, get('/v1/auth/verify', { authorization: `Bearer ${token}` }), (s, b) => s === 200 && b.includes('"authenticated":true'));
 }
 
+/** A credential the API must refuse: 401 is the expected answer, and counts as a success. */
+async function refusedAt(origin: string | undefined, credential: string): Promise<LoadPlan> {
+  if (!origin) throw new Error('this target runs no companion API');
+  const plan = await simple(origin, get('/v1/auth/verify', { authorization: `Bearer ${credential}` }), (s) => s === 401);
+  return { ...plan, ok: (status) => status === 401 };
+}
+
 /**
  * The rows of the benchmark, in the order they run and print. Each runs against every target it
  * lists; add a row here and it is measured, reported and compared with no other change.
@@ -205,6 +212,28 @@ export const endpoints: readonly Endpoint[] = [
     definition: 'GET /v1/auth/verify with one opaque access token, introspected once and then cached (for VERIFICATION_CACHE_SECONDS, 30 s by default, longer than a run).',
     prepare: async (fx) => verifyAt(fx.apiUrl, await accessToken(fx, 'opaque')),
   },
-  // API keys (hit, miss, bad checksum) join here once src/api-keys/ exists: three rows with
-  // targets COMPANION_API, each preparing a GET /v1/auth/verify with the key in its header.
+  {
+    id: 'api-key-hit',
+    label: 'API verify: API key, hit',
+    mode: 'opaque',
+    targets: COMPANION_API,
+    definition: 'GET /v1/auth/verify with an existing sk_live_ key: looked up once, then served from the key cache (usage is recorded in memory and written in batches).',
+    prepare: async (fx) => verifyAt(fx.apiUrl, fx.apiKeys!.valid),
+  },
+  {
+    id: 'api-key-miss',
+    label: 'API verify: API key, unknown',
+    mode: 'opaque',
+    targets: COMPANION_API,
+    definition: 'GET /v1/auth/verify with a well-formed key (valid checksum) that does not exist: every request looks it up in the database and answers 401.',
+    prepare: (fx) => refusedAt(fx.apiUrl, fx.apiKeys!.unknown),
+  },
+  {
+    id: 'api-key-bad-checksum',
+    label: 'API verify: API key, bad checksum',
+    mode: 'opaque',
+    targets: COMPANION_API,
+    definition: 'GET /v1/auth/verify with a key whose checksum does not match: refused with 401 before any lookup.',
+    prepare: (fx) => refusedAt(fx.apiUrl, fx.apiKeys!.badChecksum),
+  },
 ];

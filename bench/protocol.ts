@@ -35,6 +35,8 @@ export interface ServerFixtures {
     introspector: ClientCredentials;
   };
   user?: { email: string; password: string };
+  /** API keys at the companion API: one that exists, a well-formed unknown one, one with a bad checksum. */
+  apiKeys?: { valid: string; unknown: string; badChecksum: string };
 }
 
 export const READY = 'LATCHKEY_BENCH_READY ';

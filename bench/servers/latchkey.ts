@@ -3,6 +3,9 @@ import net from 'node:net';
 import path from 'node:path';
 import pg from 'pg';
 import { createAuthServer } from '../../src/app.ts';
+import { generateApiKey } from '../../src/api-keys/format.ts';
+import { createApiKeyService } from '../../src/api-keys/service.ts';
+import { createApiKeyStore } from '../../src/api-keys/store.ts';
 import { createClientService } from '../../src/clients/service.ts';
 import { loadConfig } from '../../src/config.ts';
 import { ensureApiClient } from '../../src/resource-server/provision.ts';
@@ -66,7 +69,11 @@ export async function start(spec: ServerSpec): Promise<{ fixtures: ServerFixture
   const server = await createAuthServer(config);
   await server.listen(port, '127.0.0.1');
 
-  await server.users.create(shared.user);
+  const user = await server.users.create(shared.user);
+  const apiKey = await createApiKeyService(createApiKeyStore(server.db.knex)).create({ userId: user.id, name: 'Bench key', environment: 'live', restricted: false });
+  const unknownKey = generateApiKey('sk', 'live').secret;
+  // Same shape, last checksum character changed: refused before any lookup.
+  const badChecksum = `${unknownKey.slice(0, -1)}${unknownKey.endsWith('A') ? 'B' : 'A'}`;
   const service = createClientService(server.provider, server.db.knex);
   const created = {
     service: await service.create({ name: 'Bench service', redirectUris: [], scope: 'read write', grantTypes: ['client_credentials'] }),
@@ -97,6 +104,7 @@ export async function start(spec: ServerSpec): Promise<{ fixtures: ServerFixture
       introspector: created.introspector,
     },
     user: { email: shared.user.email, password: shared.user.password },
+    apiKeys: { valid: apiKey.secret, unknown: unknownKey, badChecksum },
   };
   return {
     fixtures,

@@ -1,0 +1,132 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { KnexAdapter } from '../adapters/knex-adapter.ts';
+import { createClientCache } from '../adapters/client-cache.ts';
+import { migrate, openDatabase, type Database } from '../src/db/knex.ts';
+import { tempSqlite } from './harness.ts';
+
+const id = () => Math.random().toString(36).slice(2);
+const nextTurn = () => new Promise((resolve) => setImmediate(resolve));
+
+// What the SQLite fast path (prepared statements, group commit, row and client caches) promises
+// beyond the adapter contract: durability, isolation from Knex transactions, and exact caches.
+describe('the SQLite token store', () => {
+  let file: ReturnType<typeof tempSqlite>;
+  let server: Database;
+  let other: Database;
+  const adapter = (model: string, db: Database = server) => new KnexAdapter(db.knex, model);
+
+  beforeEach(async () => {
+    file = tempSqlite();
+    server = openDatabase(file.url);
+    await migrate(server);
+    // Another process (the CLI) on the same file.
+    other = openDatabase(file.url);
+    // The fast path borrows the connection once it is open: let it.
+    await adapter('AccessToken').find('warm-up');
+    await adapter('AccessToken', other).find('warm-up');
+    await nextTurn();
+  });
+  afterEach(async () => {
+    await other.close();
+    await server.close();
+    file.cleanup();
+  });
+
+  it('has committed a token when its upsert resolves: another connection reads it at once', async () => {
+    const keys = Array.from({ length: 20 }, id);
+    await Promise.all(keys.map((key) => adapter('AccessToken').upsert(key, { jti: key }, 60)));
+    for (const key of keys) expect(await adapter('AccessToken', other).find(key)).toEqual({ jti: key });
+  });
+
+  it('applies writes of one turn in the order they were made', async () => {
+    const grantId = id();
+    const code = id();
+    const token = id();
+    const results = await Promise.allSettled([
+      adapter('AuthorizationCode').upsert(code, { grantId }, 60),
+      adapter('AuthorizationCode').consume(code),
+      adapter('AccessToken').upsert(token, { grantId }, 60),
+      adapter('RefreshToken').revokeByGrantId(grantId),
+    ]);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'fulfilled', 'fulfilled', 'fulfilled']);
+    // The revocation came last, so it removed what was written before it, on disk too.
+    expect(await adapter('AccessToken', other).find(token)).toBeUndefined();
+    expect(await adapter('AuthorizationCode', other).find(code)).toBeUndefined();
+    expect(await adapter('AccessToken').find(token)).toBeUndefined();
+  });
+
+  it('keeps a token out of a Knex transaction that is open meanwhile: the rollback does not take it', async () => {
+    const key = id();
+    let issued: Promise<void> | undefined;
+    await server.knex.transaction(async (trx) => {
+      await trx('server_secrets').insert({ name: `rolled-back-${key}`, value: 'x' });
+      issued = adapter('AccessToken').upsert(key, { jti: key }, 60);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      throw new Error('roll back');
+    }).catch(() => {});
+    await issued;
+    expect(await server.knex('server_secrets').first().where({ name: `rolled-back-${key}` })).toBeUndefined();
+    expect(await adapter('AccessToken', other).find(key)).toEqual({ jti: key });
+  });
+
+  it('forgets a client deleted in this process before the next lookup', async () => {
+    const clientId = id();
+    await adapter('Client').upsert(clientId, { client_id: clientId });
+    expect(await adapter('Client').find(clientId)).toEqual({ client_id: clientId });
+    await adapter('Client').destroy(clientId);
+    expect(await adapter('Client').find(clientId)).toBeUndefined();
+  });
+
+  it('sees a client deleted and a grant revoked by another process from the next turn on', async () => {
+    const clientId = id();
+    const grantId = id();
+    const token = id();
+    await adapter('Client').upsert(clientId, { client_id: clientId });
+    await adapter('AccessToken').upsert(token, { grantId }, 60);
+    expect(await adapter('Client').find(clientId)).toBeDefined();
+    expect(await adapter('AccessToken').find(token)).toBeDefined();
+
+    await adapter('Client', other).destroy(clientId);
+    await adapter('AccessToken', other).revokeByGrantId(grantId);
+    await nextTurn();
+    expect(await adapter('Client').find(clientId)).toBeUndefined();
+    expect(await adapter('AccessToken').find(token)).toBeUndefined();
+  });
+
+  it('finds a token another process issued after this one looked for it in vain', async () => {
+    const key = id();
+    expect(await adapter('AccessToken').find(key)).toBeUndefined();
+    await adapter('AccessToken', other).upsert(key, { jti: key }, 60);
+    await nextTurn();
+    expect(await adapter('AccessToken').find(key)).toEqual({ jti: key });
+  });
+
+  it('reports a consumed token as consumed after it was cached', async () => {
+    const key = id();
+    await adapter('RefreshToken').upsert(key, { jti: key }, 60);
+    expect((await adapter('RefreshToken').find(key))?.consumed).toBeUndefined();
+    await adapter('RefreshToken').consume(key);
+    expect(typeof (await adapter('RefreshToken').find(key))?.consumed).toBe('number');
+    expect(typeof (await adapter('RefreshToken', other).find(key))?.consumed).toBe('number');
+  });
+});
+
+describe('the client cache without a change signal (PostgreSQL)', () => {
+  it('trusts an entry for two seconds at most', () => {
+    let now = 0;
+    const cache = createClientCache(undefined, () => now);
+    cache.set('c1', '{"client_id":"c1"}', cache.beforeRead());
+    now = 1999;
+    expect(cache.get('c1')).toBe('{"client_id":"c1"}');
+    now = 2000;
+    expect(cache.get('c1')).toBeUndefined();
+  });
+
+  it('does not keep what a read returned when the client changed during the read', () => {
+    const cache = createClientCache(undefined);
+    const ticket = cache.beforeRead();
+    cache.forget('c1');
+    cache.set('c1', '{"client_id":"c1"}', ticket);
+    expect(cache.get('c1')).toBeUndefined();
+  });
+});
