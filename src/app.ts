@@ -25,6 +25,8 @@ export interface AuthServer {
   listen(port?: number, host?: string): Promise<number>;
   /** Hands requests under these path prefixes to another handler (the companion API on one host). */
   mount(prefixes: readonly string[], handler: http.RequestListener): void;
+  /** Runs `hook` on close, after this server stops taking requests and before the database closes. */
+  onClose(hook: () => Promise<void>): void;
   close(): Promise<void>;
 }
 
@@ -67,6 +69,7 @@ export async function createAuthServer(config: Config, options: { logger?: Logge
   const stopCleanup = startExpiredRowCleanup(db.knex);
   let server: http.Server | undefined;
   const mounts: { prefixes: readonly string[]; handler: http.RequestListener }[] = [];
+  const closeHooks: (() => Promise<void>)[] = [];
   const providerHandler = provider.callback();
   const under = (url: string, prefix: string) => url.startsWith(prefix) && (url.length === prefix.length || '/?'.includes(url[prefix.length]!));
   const handle: http.RequestListener = (req, res) => {
@@ -82,6 +85,9 @@ export async function createAuthServer(config: Config, options: { logger?: Logge
     logger,
     mount(prefixes, handler) {
       mounts.push({ prefixes, handler });
+    },
+    onClose(hook) {
+      closeHooks.push(hook);
     },
     async listen(port = config.port, host?: string) {
       server = http.createServer(handle);
@@ -102,6 +108,7 @@ export async function createAuthServer(config: Config, options: { logger?: Logge
         await closed;
         clearTimeout(force);
       }
+      for (const hook of closeHooks) await hook();
       if (!options.db) await db.close();
     },
   };

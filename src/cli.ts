@@ -44,9 +44,8 @@ async function serve(config: Config): Promise<void> {
   const server = await createAuthServer(config);
   const port = await server.listen(config.port);
   server.logger.info('authorization server listening', { url: config.issuer, port });
-  const api = await startApiBeside(config, server);
+  await startApiBeside(config, server);
   const stop = async () => {
-    await api.close();
     await server.close();
     process.exit(0);
   };

@@ -92,6 +92,9 @@ describe('the latchkey CLI', () => {
       expect((await verify(rolled.key)).status).toBe(200);
       expect((await verify(created.key)).status).toBe(200); // its grace period
 
+      // The guide's one-host form: the authorization server's port answers the API too.
+      expect((await fetch(`http://127.0.0.1:${port}/v1/auth/verify`, { headers: { authorization: `Bearer ${rolled.key}` } })).status).toBe(200);
+
       const revoked = await json('keys', 'revoke', created.id);
       expect(revoked.status).toBe('revoked');
       const events = (await json('keys', 'events', created.id)).map((e: { type: string }) => e.type);
@@ -100,6 +103,10 @@ describe('the latchkey CLI', () => {
       server.kill('SIGTERM');
       await new Promise((resolve) => server.once('exit', resolve));
     }
+    // Usage still in memory at SIGTERM was written before the server exited: nothing is lost.
+    const [after] = (await json('keys', 'list', '--user', 'ops@example.com')).filter((k: { id: string }) => k.id === created.id);
+    expect(after.request_count).toBe(4);
+    expect(after.last_used_at).toEqual(expect.any(String));
   });
 
   it('rotates signing keys: the new key is published beside the old one', async () => {

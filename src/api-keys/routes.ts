@@ -2,8 +2,8 @@ import type { IncomingMessage } from 'node:http';
 import type { RouterContext } from '@koa/router';
 import { z } from 'zod';
 import { ApiError } from '../errors.ts';
-import { CidrError, parseCidrs } from '../http/client-ip.ts';
-import { jsonBody, parse } from '../resource-server/schemas.ts';
+import { CidrError, cidrWithin, parseCidrs } from '../http/client-ip.ts';
+import { jsonBody, parse, singleLine } from '../resource-server/schemas.ts';
 import type { AuthState } from '../verification/require-auth.ts';
 import type { AuthContext } from '../verification/types.ts';
 import type { Environment } from './format.ts';
@@ -24,6 +24,27 @@ type Handler = (ctx: RouterContext<AuthState>) => Promise<void>;
 export type ApiKeyRouteKey = 'GET /api-keys' | 'POST /api-keys' | 'GET /api-keys/:id' | 'DELETE /api-keys/:id' | 'POST /api-keys/:id/roll' | 'GET /api-keys/:id/events';
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+const KEY_ID = /^key_[0-9a-f]{32}$/;
+/** Whether the request carries a body at all (a length, or chunks). */
+const hasBody = (ctx: RouterContext<AuthState>) => (ctx.request.length ?? 0) > 0 || ctx.get('transfer-encoding') !== '';
+
+/**
+ * A key that makes a key passes on its own limits: the new key expires no later and works from
+ * no more addresses than its maker, or a key meant to die or to stay in one office could mint a
+ * successor without either limit. An OAuth token acts for the person, who may set any limit.
+ */
+function withinMaker(maker: AuthContext, expiresAt: number | undefined, ipAllowlist: string[] | undefined) {
+  if (maker.method !== 'api_key') return { expiresAt, ipAllowlist };
+  const makerEnd = maker.expiresAt?.getTime();
+  if (makerEnd !== undefined && expiresAt !== undefined && expiresAt > makerEnd) {
+    throw new ApiError('forbidden', `expires_at: a key cannot outlive the key that creates it, which stops working at ${new Date(makerEnd).toISOString()}.`);
+  }
+  const makerIps = maker.ipAllowlist;
+  if (makerIps && ipAllowlist && !(ipAllowlist.length > 0 && ipAllowlist.every((cidr) => cidrWithin(cidr, makerIps)))) {
+    throw new ApiError('forbidden', `ip_allowlist: every range must lie within the creating key's allowlist (${makerIps.join(', ')}).`);
+  }
+  return { expiresAt: expiresAt ?? makerEnd, ipAllowlist: ipAllowlist ?? (makerIps && [...makerIps]) };
+}
 
 /** A key as every response shows it: never the secret, only its prefix and last four characters. */
 function present(key: ApiKey, at: number) {
@@ -70,7 +91,7 @@ export function apiKeyHandlers(deps: ApiKeyRouteDeps): Record<ApiKeyRouteKey, Ha
   const scope = z.enum(deps.knownScopes as [string, ...string[]]);
   const environment = z.enum(['test', 'live']);
   const newKey = z.strictObject({
-    name: z.string().trim().min(1).max(200),
+    name: singleLine(200),
     scopes: z.array(scope).max(50).optional(),
     environment: environment.optional(),
     restricted: z.boolean().default(false),
@@ -92,7 +113,7 @@ export function apiKeyHandlers(deps: ApiKeyRouteDeps): Record<ApiKeyRouteKey, Ha
   const ownKey = async (ctx: RouterContext<AuthState>): Promise<{ key: ApiKey; userId: string }> => {
     const { userId, environments } = managerOf(ctx.state.auth);
     const id = ctx.params.id ?? '';
-    const key = await deps.service.find(userId, id);
+    const key = KEY_ID.test(id) ? await deps.service.find(userId, id) : undefined;
     if (!key || !environments.includes(key.environment)) throw new ApiError('not_found', `No API key with id ${id}.`);
     return { key, userId };
   };
@@ -111,14 +132,14 @@ export function apiKeyHandlers(deps: ApiKeyRouteDeps): Record<ApiKeyRouteKey, Ha
       } catch (err) {
         badInput(err);
       }
+      const limits = withinMaker(ctx.state.auth, input.expires_at === undefined ? undefined : Date.parse(input.expires_at), ipAllowlist);
       const created = await deps.service.create({
         userId: manager.userId,
         name: input.name,
         environment: env,
         restricted: input.restricted,
         scopes: input.scopes,
-        ipAllowlist,
-        expiresAt: input.expires_at === undefined ? undefined : Date.parse(input.expires_at),
+        ...limits,
       }, deps.clientIp(ctx.req)).catch(badInput);
       ctx.status = 201;
       ctx.set('Location', `/api-keys/${created.key.id}`);
@@ -150,7 +171,7 @@ export function apiKeyHandlers(deps: ApiKeyRouteDeps): Record<ApiKeyRouteKey, Ha
 
     async 'POST /api-keys/:id/roll'(ctx) {
       const { key, userId } = await ownKey(ctx);
-      const { expires_in } = ctx.request.length ? await jsonBody(ctx, rollBody) : { expires_in: 0 };
+      const { expires_in } = hasBody(ctx) ? await jsonBody(ctx, rollBody) : { expires_in: 0 };
       if (key.revokedAt !== null) throw new ApiError('conflict', `API key ${key.id} is revoked; create a new key instead.`);
       const rolled = await deps.service.roll(userId, key.id, expires_in, deps.clientIp(ctx.req)).catch(badInput);
       if (!rolled) throw new ApiError('conflict', `API key ${key.id} is revoked; create a new key instead.`);

@@ -1,8 +1,8 @@
 import type { Logger } from '../logger.ts';
-import type { ApiKeyEvent, ApiKeyStore, EventType } from './store.ts';
+import type { ApiKeyEvent, ApiKeyStore, EventType, UsageBatch } from './store.ts';
 
 export interface UsageRecorder {
-  /** A request the key was accepted for, from `ip`. */
+  /** A request made with the key (refusals for a missing scope count too, and are also events). */
   used(keyId: string, ip: string, at: number): void;
   /** Something worth the owner's attention: a rejection, with why. */
   event(keyId: string, type: EventType, ip: string | null, detail: Record<string, unknown> | null, at: number): void;
@@ -27,29 +27,64 @@ export function createUsageRecorder(store: ApiKeyStore, logger: Logger, options:
   const known = new Set<string>();
   let writing: Promise<void> = Promise.resolve();
 
+  let failures = 0;
+  const remember = (batch: UsageBatch) => {
+    for (const [keyId, ips] of batch.addresses) for (const ip of ips.keys()) known.add(`${keyId} ${ip}`);
+    if (known.size > 100_000) known.clear(); // bounded; forgetting only costs a no-op insert
+  };
+  /** Puts a batch that could not be written back in front of what arrived since. */
+  const requeue = (batch: UsageBatch) => {
+    for (const [keyId, c] of batch.counts) {
+      const now = counts.get(keyId);
+      counts.set(keyId, { requests: c.requests + (now?.requests ?? 0), lastUsedAt: Math.max(c.lastUsedAt, now?.lastUsedAt ?? 0) });
+    }
+    for (const [keyId, ips] of batch.addresses) {
+      const merged = addresses.get(keyId) ?? new Map<string, number>();
+      for (const [ip, at] of ips) if (!merged.has(ip)) merged.set(ip, at);
+      addresses.set(keyId, merged);
+    }
+    events = [...batch.events, ...events];
+  };
+  /** One key's share of a batch, so a row that can never be written holds up only its own key. */
+  const slices = (batch: UsageBatch): [string, UsageBatch][] => {
+    const ids = new Set([...batch.counts.keys(), ...batch.addresses.keys(), ...batch.events.map((e) => e.keyId)]);
+    return [...ids].map((id) => [id, {
+      counts: new Map(batch.counts.has(id) ? [[id, batch.counts.get(id)!]] : []),
+      addresses: new Map(batch.addresses.has(id) ? [[id, batch.addresses.get(id)!]] : []),
+      events: batch.events.filter((e) => e.keyId === id),
+    }]);
+  };
+
   const flushNow = async () => {
     if (counts.size === 0 && addresses.size === 0 && events.length === 0) return;
-    const batch = { counts, addresses, events };
+    const batch: UsageBatch = { counts, addresses, events };
     counts = new Map();
     addresses = new Map();
     events = [];
     repeats = new Map();
     try {
       await store.recordUsage(batch);
-      for (const [keyId, ips] of batch.addresses) for (const ip of ips.keys()) known.add(`${keyId} ${ip}`);
-      if (known.size > 100_000) known.clear(); // bounded; forgetting only costs a no-op insert
+      remember(batch);
+      failures = 0;
+      return;
     } catch (err) {
-      logger.error('could not record API key usage; will retry', { error: (err as Error).message });
-      for (const [keyId, c] of batch.counts) {
-        const now = counts.get(keyId);
-        counts.set(keyId, { requests: c.requests + (now?.requests ?? 0), lastUsedAt: Math.max(c.lastUsedAt, now?.lastUsedAt ?? 0) });
+      failures += 1;
+      // A passing outage (a database restart): keep everything and try again next time.
+      if (failures < 3) {
+        logger.error('could not record API key usage; will retry', { error: (err as Error).message });
+        requeue(batch);
+        return;
       }
-      for (const [keyId, ips] of batch.addresses) {
-        const merged = addresses.get(keyId) ?? new Map<string, number>();
-        for (const [ip, at] of ips) if (!merged.has(ip)) merged.set(ip, at);
-        addresses.set(keyId, merged);
+    }
+    // Failing again and again: write key by key, and give up only on what still fails.
+    failures = 0;
+    for (const [keyId, slice] of slices(batch)) {
+      try {
+        await store.recordUsage(slice);
+        remember(slice);
+      } catch (err) {
+        logger.error('dropped API key usage that cannot be written', { key_id: keyId, requests: slice.counts.get(keyId)?.requests ?? 0, events: slice.events.length, error: (err as Error).message });
       }
-      events = [...batch.events, ...events];
     }
   };
   // Flushes never overlap: each waits for the one before it.

@@ -56,6 +56,7 @@ function toVerifiedKey({ key, secretExpiresAt }: SecretMatch, fullAccessScopes: 
       environment: key.environment,
       keyId: key.id,
       restricted: key.restricted,
+      ...(key.ipAllowlist?.length ? { ipAllowlist: key.ipAllowlist } : {}),
     },
     expiresAt: expiresAt === null ? null : new Date(expiresAt),
     ending: secretExpiresAt !== null && expiresAt === secretExpiresAt ? 'rolled' : 'key',
@@ -73,12 +74,15 @@ export function createApiKeyVerifier(options: ApiKeyVerifierOptions): ApiKeyVeri
   const cache = options.cache ?? createCredentialCache<VerifiedKey>();
   const clientIp = options.clientIp ?? ((req: IncomingMessage) => normaliseIp(req.socket.remoteAddress ?? ''));
   const inFlight = new Map<string, Promise<VerifiedKey | undefined>>();
+  // Bumped by forget(): a read that started before a revoke here must not cache what it read.
+  let forgotten = 0;
 
   const load = async (secret: string): Promise<VerifiedKey | undefined> => {
+    const generation = forgotten;
     const match = await options.store.findBySecretHash(hashApiKey(secret));
     if (!match || match.key.revokedAt !== null) return undefined;
     const verified = toVerifiedKey(match, options.fullAccessScopes);
-    cache.set(secret, verified, now() + options.cacheSeconds * 1000);
+    if (generation === forgotten) cache.set(secret, verified, now() + options.cacheSeconds * 1000);
     return verified;
   };
 
@@ -117,6 +121,7 @@ export function createApiKeyVerifier(options: ApiKeyVerifierOptions): ApiKeyVeri
     },
 
     forget(keyId) {
+      forgotten += 1;
       cache.evict((key) => key.auth.keyId === keyId);
     },
 

@@ -12,15 +12,24 @@ export const normaliseIp = (ip: string): string => (ipaddr.isValid(ip) ? ipaddr.
  */
 export function createClientIp(trustedProxies: readonly string[]): (req: IncomingMessage) => string {
   const trust = proxyaddr.compile([...trustedProxies]);
-  return (req) => normaliseIp(proxyaddr(req, trust));
+  return (req) => {
+    const ip = proxyaddr(req, trust);
+    // A trusted proxy passing on junk does not make the junk an address.
+    return normaliseIp(ipaddr.isValid(ip) ? ip : (req.socket.remoteAddress ?? ''));
+  };
 }
 
 export class CidrError extends Error {}
+
+// IPv4 in the four-part decimal form only: "0x7f.1" or "010.0.0.1" are legal to inet_aton but
+// nobody writing an allowlist means them.
+const IPV4_SPELLING = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}(\/\d{1,2})?$/;
 
 /** Canonical CIDRs ("203.0.113.0/24", "2001:db8::/32"); a bare address becomes a /32 or /128. */
 export function parseCidrs(entries: readonly string[]): string[] {
   return entries.map((entry) => {
     try {
+      if (!entry.includes(':') && !IPV4_SPELLING.test(entry)) throw new Error('not four-part decimal');
       const [address, bits] = entry.includes('/') ? ipaddr.parseCIDR(entry) : [ipaddr.parse(entry), undefined];
       const range = ipaddr.process(address.toString());
       const prefix = bits ?? (range.kind() === 'ipv4' ? 32 : 128);
@@ -43,4 +52,13 @@ export function cidrMatcher(cidrs: readonly string[]): (ip: string) => boolean {
     const address = ipaddr.process(ip);
     return ranges.some(([network, bits]) => network.kind() === address.kind() && address.match(network, bits));
   };
+}
+
+/** Whether every address of `inner` (a canonical CIDR) lies in one of `outer`'s ranges. */
+export function cidrWithin(inner: string, outer: readonly string[]): boolean {
+  const [network, bits] = ipaddr.parseCIDR(inner);
+  return outer.some((range) => {
+    const [outerNetwork, outerBits] = ipaddr.parseCIDR(range);
+    return network.kind() === outerNetwork.kind() && bits >= outerBits && network.match(outerNetwork, outerBits);
+  });
 }

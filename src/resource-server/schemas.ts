@@ -4,13 +4,15 @@ import { ApiError } from '../errors.ts';
 import { readRawBody } from '../http/body.ts';
 
 const email = z.email().max(320).transform((e) => e.trim().toLowerCase());
-const name = z.string().trim().min(1).max(200);
+/** One line of text a person typed: no control characters (PostgreSQL refuses NUL outright). */
+export const singleLine = (max: number) => z.string().trim().min(1).max(max).regex(/^[^\u0000-\u001f\u007f]*$/, 'must not contain control characters');
+const name = singleLine(200);
 
 export const newUser = z.strictObject({ email, name: name.nullable().optional() });
 export const userChanges = z
   .strictObject({ email: email.optional(), name: name.nullable().optional() })
   .refine((v) => Object.keys(v).length > 0, { message: 'send at least one of email, name' });
-export const newProject = z.strictObject({ name, description: z.string().max(2000).nullable().optional() });
+export const newProject = z.strictObject({ name, description: z.string().max(2000).regex(/^[^\u0000]*$/, 'must not contain NUL characters').nullable().optional() });
 export const page = z.strictObject({
   limit: z.coerce.number().int().min(1).max(100).default(50),
   offset: z.coerce.number().int().min(0).default(0),

@@ -52,7 +52,7 @@ const invalidKey = (why: string) => new ApiError('invalid_api_key', `The API key
 const expired = () => new ApiError('token_expired', 'The access token has expired.');
 
 /** An API key as introspection describes it; its IP allowlist travels with it and is checked per request. */
-function apiKeyAuth(answer: Answer): AuthContext & { ipAllowlist?: readonly string[] } {
+function apiKeyAuth(answer: Answer): AuthContext {
   if (!answer.sub || !answer.environment || !answer.key_id) throw Object.assign(unreachable(), { cause: new Error('API key introspection answer without sub, environment or key_id') });
   return {
     method: 'api_key',
@@ -134,7 +134,7 @@ export function createIntrospectionVerifier(options: IntrospectionVerifierOption
   const clientIp = options.clientIp ?? ((req: IncomingMessage) => normaliseIp(req.socket.remoteAddress ?? ''));
   const matchers = new WeakMap<readonly string[], (ip: string) => boolean>();
   /** API keys only: the allowlist is checked on every request, cached or not. */
-  const checkAddress = (auth: AuthContext & { ipAllowlist?: readonly string[] }, req: IncomingMessage) => {
+  const checkAddress = (auth: AuthContext, req: IncomingMessage) => {
     if (!auth.ipAllowlist) return auth;
     let allows = matchers.get(auth.ipAllowlist);
     if (!allows) matchers.set(auth.ipAllowlist, (allows = cidrMatcher(auth.ipAllowlist)));

@@ -17,6 +17,8 @@ export interface AuthContext {
   keyId?: string;
   /** API keys only: a restricted (rk_) key, limited to the scopes it lists. */
   restricted?: boolean;
+  /** API keys only: the CIDRs it may be used from; absent: anywhere. */
+  ipAllowlist?: readonly string[];
 }
 
 /**
