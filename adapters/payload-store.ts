@@ -257,22 +257,34 @@ function sqliteStore(knex: Knex): PayloadStore {
     return undefined;
   };
 
-  // Changes whenever another connection (another process) commits to the database file. Read
-  // once per turn of the event loop: a commit elsewhere is seen from the next turn on. Undefined
-  // while the connection is not ours to use.
-  let version: number | undefined;
-  let versionRead = false;
-  const dataVersion = (): number | undefined => {
+  // Whatever this store did not write itself bumps the epoch, which empties the row cache and
+  // invalidates cached clients: a commit by another connection (another process) changes
+  // PRAGMA data_version, read once per turn of the event loop; a write to the table through Knex
+  // in this process (the cleanup job, a migration, a test) is seen in Knex's query events, at once.
+  let epoch = 0;
+  let lastDataVersion: number | undefined;
+  let dataVersionRead = false;
+  const changes = (): number | undefined => {
     if (!usable()) return undefined;
-    if (!versionRead) {
-      version = (prepare('dataVersion').get() as { data_version: number }).data_version;
-      versionRead = true;
+    if (!dataVersionRead) {
+      const current = (prepare('dataVersion').get() as { data_version: number }).data_version;
+      if (current !== lastDataVersion) {
+        lastDataVersion = current;
+        epoch += 1;
+      }
+      dataVersionRead = true;
       setImmediate(() => {
-        versionRead = false;
+        dataVersionRead = false;
       });
     }
-    return version;
+    return epoch;
   };
+  const writesPayloads = (query: { sql?: unknown } | undefined) => {
+    const sql = query?.sql;
+    if (typeof sql === 'string' && sql.includes(TABLE) && !/^\s*select\b/i.test(sql)) epoch += 1;
+  };
+  knex.on('query', writesPayloads);
+  knex.on('query-response', (_response: unknown, query: { sql?: unknown }) => writesPayloads(query));
 
   const write = (w: Write) => new Promise<boolean>((resolve, reject) => {
     queue.push({ write: w, resolve, reject });
@@ -290,7 +302,7 @@ function sqliteStore(knex: Knex): PayloadStore {
         const s = statement(column === 'uid' ? 'findByUid' : 'findByUserCode');
         return s ? (s.get(model, value) as StoredPayload | undefined) : viaKnex.find(model, column, value);
       }
-      const current = dataVersion();
+      const current = changes();
       if (current === undefined) return viaKnex.find(model, column, value);
       const cached = rows.get(model, value, current);
       if (cached !== undefined) return cached ?? undefined;
@@ -310,13 +322,9 @@ function sqliteStore(knex: Knex): PayloadStore {
     async revokeByGrantId(grantId) {
       await write({ kind: 'revoke', grantId });
     },
-    async removeExpired(now) {
-      const removed = await viaKnex.removeExpired(now);
-      // Expired rows may be cached; the library ignores them, but gone is gone.
-      if (removed > 0) rows.clear();
-      return removed;
-    },
-    changeSignal: () => dataVersion,
+    // Through Knex: its query events empty the row cache (expired rows may be cached).
+    removeExpired: (now) => viaKnex.removeExpired(now),
+    changeSignal: () => changes,
   };
 }
 

@@ -93,6 +93,16 @@ describe('the SQLite token store', () => {
     expect(await adapter('AccessToken').find(token)).toBeUndefined();
   });
 
+  it('sees a row changed through Knex in this process at once (cleanup job, tests)', async () => {
+    const key = id();
+    await adapter('AuthorizationCode').upsert(key, { jti: key, exp: 1 }, 60);
+    expect(await adapter('AuthorizationCode').find(key)).toEqual({ jti: key, exp: 1 });
+    await server.knex('oidc_payloads').where({ model: 'AuthorizationCode', id: key }).update({ payload: JSON.stringify({ jti: key, exp: 2 }) });
+    expect(await adapter('AuthorizationCode').find(key)).toEqual({ jti: key, exp: 2 });
+    await server.knex('oidc_payloads').where({ model: 'AuthorizationCode', id: key }).delete();
+    expect(await adapter('AuthorizationCode').find(key)).toBeUndefined();
+  });
+
   it('finds a token another process issued after this one looked for it in vain', async () => {
     const key = id();
     expect(await adapter('AccessToken').find(key)).toBeUndefined();
