@@ -29,7 +29,7 @@ export interface Report {
   startedAt: string;
   seconds: number;
   machine: { cpus: number; model: string; node: string; pinned: string };
-  settings: { connections: number; seconds: number; warmupSeconds: number; halfLoadSeconds: number; tool: string };
+  settings: { connections: number; seconds: number; warmupSeconds: number; halfLoadSeconds: number; settleSeconds: number; tool: string };
   rows: Row[];
   rssAfterRunMb: Record<string, number>;
   goals: Goal[];
@@ -130,6 +130,8 @@ ${table}
 ${goals}
 
 ## Server memory after the run
+
+Resident set size of each server process ${s.settleSeconds} s after the last row, in MiB.
 
 | process | RSS MB |
 |---|---:|

@@ -38,6 +38,7 @@ const settings = {
   seconds: Number(args.seconds ?? (quick ? 2 : 6)),
   warmupSeconds: quick ? 0.5 : 1,
   halfLoadSeconds: quick ? 1.5 : 3,
+  settleSeconds: quick ? 1 : 3,
   tool: 'autocannon 9 (programmatic) for throughput; an evenly paced keep-alive client for p99 @½',
 };
 const partial = Boolean(args.only || args.targets);
@@ -129,6 +130,8 @@ async function main(): Promise<void> {
     log(`${full.rps.toFixed(0)} req/s, p99 ${full.p99.toFixed(2)} ms${full.failures ? `, ${full.failures} failed` : ''}`);
   }
 
+  // "After the run": once the servers have been idle for a moment, as they are between bursts.
+  await new Promise((resolve) => setTimeout(resolve, settings.settleSeconds * 1000));
   const rssAfterRunMb: Record<string, number> = {};
   for (const [name, server] of servers) {
     const rss = server.rss();
