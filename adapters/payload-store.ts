@@ -120,8 +120,9 @@ interface Pending {
  * its row to be committed; the requests of one turn just share the commit (one WAL append instead
  * of one per row), which is what makes persistence nearly free under load.
  *
- * Every write to oidc_payloads in this process must go through this store (the adapter does), or
- * the row cache (row-cache.ts) would not see it; other processes' writes it notices by itself.
+ * Reads by id come from an exact cache of the rows this store wrote or read (row-cache.ts), so
+ * reading back a token just issued (introspection, refresh, a code's grant) costs no SQLite read
+ * transaction; anything written by another path empties it (see `changes` below).
  *
  * While a Knex transaction holds the connection (API-key usage, key rotation), a statement here
  * would join that transaction, so calls then go through Knex and wait for it like any query.

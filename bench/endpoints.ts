@@ -64,7 +64,7 @@ function verifyAt(origin: string | undefined, token: string): Promise<LoadPlan> 
 async function refusedAt(origin: string | undefined, credential: string): Promise<LoadPlan> {
   if (!origin) throw new Error('this target runs no companion API');
   const plan = await simple(origin, get('/v1/auth/verify', { authorization: `Bearer ${credential}` }), (s) => s === 401);
-  return { ...plan, ok: (status) => status === 401 };
+  return { ...plan, expectStatus: 401 };
 }
 
 /**

@@ -7,6 +7,8 @@ export interface LoadPlan {
   requests: Request[];
   /** Which statuses count as a success (default: 2xx). Anything else is counted as a failure. */
   ok?: (status: number) => boolean;
+  /** The one status every answer should have (a credential the server must refuse: 401). */
+  expectStatus?: number;
   /** Called before every run (warm-up included), e.g. to top up a pool of single-use tokens. */
   beforeRun?: () => Promise<void>;
   /** Called once per run after the load stops: extra numbers for the notes column. */
@@ -39,7 +41,7 @@ const percentile = (sorted: Float64Array, p: number) =>
  */
 export async function runLoad(plan: LoadPlan, settings: LoadSettings): Promise<LoadResult> {
   await plan.beforeRun?.();
-  const ok = plan.ok ?? ((status: number) => status >= 200 && status < 300);
+  const ok = plan.ok ?? (plan.expectStatus ? (status: number) => status === plan.expectStatus : (status: number) => status >= 200 && status < 300);
   let latencies = new Float64Array(1 << 16);
   let count = 0;
   let failures = 0;

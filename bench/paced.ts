@@ -1,5 +1,10 @@
+import { execFile } from 'node:child_process';
 import http from 'node:http';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { LoadPlan } from './load.ts';
+
+const clientScript = path.join(path.dirname(fileURLToPath(import.meta.url)), 'paced-client.mjs');
 
 export interface PacedResult {
   p50: number;
@@ -26,9 +31,18 @@ export async function runPaced(plan: LoadPlan, options: { rate: number; seconds:
   if (plan.requests.length !== 1 || options.rate > MAX_PACED_RATE) return undefined;
   await plan.beforeRun?.();
   const template = plan.requests[0]!;
+  // A fixed request is paced from a lean process of its own; one that changes with every
+  // response (rotating refresh tokens) needs the plan's code, so it is paced from here.
+  if (!template.setupRequest && !template.onResponse) {
+    const spec = { origin: plan.origin, method: template.method ?? 'GET', path: template.path ?? '/', headers: template.headers ?? {}, body: template.body, okStatuses: plan.expectStatus ? [plan.expectStatus] : undefined, ...options };
+    const stdout = await new Promise<string>((resolve, reject) => {
+      execFile(process.execPath, [clientScript, JSON.stringify(spec)], { timeout: (options.seconds + 30) * 1000 }, (err, out) => (err ? reject(err) : resolve(out)));
+    });
+    return JSON.parse(stdout) as PacedResult;
+  }
   const origin = new URL(plan.origin);
   const agent = new http.Agent({ keepAlive: true, maxSockets: options.connections });
-  const ok = plan.ok ?? ((status: number) => status >= 200 && status < 300);
+  const ok = plan.ok ?? (plan.expectStatus ? (status: number) => status === plan.expectStatus : (status: number) => status >= 200 && status < 300);
   const total = Math.max(1, Math.round(options.rate * options.seconds));
   const latencies = new Float64Array(total);
   let done = 0;

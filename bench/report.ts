@@ -142,7 +142,13 @@ ${rss}
 - Every server runs in its own process, pinned to one core; the load generator runs on the other.
 - Latchkey runs as \`latchkey serve\` does (authorization server and companion API in one process), with LOG_LEVEL=warn; the peer writes no logs either.
 - Latency is measured per response by the load generator (every status, sub-millisecond); "failed" counts responses with an unexpected status, errors and timeouts.
-- Peak RSS is the server process's high-water mark during that row (Linux clear_refs), in MiB.
+- Peak RSS is the server process's high-water mark during that row (Linux clear_refs), in MiB. The
+  authorization-code flow hashes passwords with scrypt (32 MiB each, on libuv's threads); glibc keeps
+  much of that memory mapped afterwards, which is most of what the opaque-token processes (the ones
+  that ran the flow) hold after the run, in the peer as in Latchkey.
+- p99 @½ is timed by a separate small process (bench/paced-client.mjs); on this kind of machine even
+  H shows 1-3 ms there, and V8's young-generation collections (a few ms each, several a second under
+  load) are most of what remains.
 ${defs}
 `;
 }

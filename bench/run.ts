@@ -112,7 +112,7 @@ async function main(): Promise<void> {
     server.resetPeakRss();
     const full = await runLoad(load, { connections: settings.connections, seconds: settings.seconds });
     const peakRssMb = server.rss()?.peak;
-    const half = target === 'H' ? undefined : await runPaced(load, { connections: settings.connections, seconds: settings.halfLoadSeconds, rate: full.rps / 2 });
+    const half = target === 'H' ? undefined : await runPaced(load, { connections: settings.connections, seconds: settings.halfLoadSeconds, rate: full.rps / 2});
     rows.push({
       endpoint: endpoint.id,
       label: endpoint.label,
