@@ -60,6 +60,20 @@ function verifyAt(origin: string | undefined, token: string): Promise<LoadPlan> 
   return simple(origin, get('/v1/auth/verify', { authorization: `Bearer ${token}` }), (s, b) => s === 200 && b.includes('"authenticated":true'));
 }
 
+/** The token endpoint issuing an access token for the API to a service client. */
+function clientCredentials(id: string, label: string, mode: TokenMode): Endpoint {
+  return {
+    id,
+    label,
+    mode,
+    targets: AUTH_SERVERS,
+    async prepare(fx) {
+      await accessToken(fx, mode);
+      return { origin: fx.url, requests: [formPost('/oauth/token', fx.clients!.service, { grant_type: 'client_credentials', scope: 'read' })] };
+    },
+  };
+}
+
 /** A credential the API must refuse: 401 is the expected answer, and counts as a success. */
 async function refusedAt(origin: string | undefined, credential: string): Promise<LoadPlan> {
   if (!origin) throw new Error('this target runs no companion API');
@@ -93,26 +107,8 @@ export const endpoints: readonly Endpoint[] = [
     targets: AUTH_SERVERS,
     prepare: (fx) => simple(fx.url, get('/oauth/jwks')),
   },
-  {
-    id: 'cc-opaque',
-    label: 'client_credentials (opaque)',
-    mode: 'opaque',
-    targets: AUTH_SERVERS,
-    async prepare(fx) {
-      await accessToken(fx, 'opaque');
-      return { origin: fx.url, requests: [formPost('/oauth/token', fx.clients!.service, { grant_type: 'client_credentials', scope: 'read' })] };
-    },
-  },
-  {
-    id: 'cc-jwt',
-    label: 'client_credentials (JWT ES256)',
-    mode: 'jwt',
-    targets: AUTH_SERVERS,
-    async prepare(fx) {
-      await accessToken(fx, 'jwt');
-      return { origin: fx.url, requests: [formPost('/oauth/token', fx.clients!.service, { grant_type: 'client_credentials', scope: 'read' })] };
-    },
-  },
+  clientCredentials('cc-opaque', 'client_credentials (opaque)', 'opaque'),
+  clientCredentials('cc-jwt', 'client_credentials (JWT ES256)', 'jwt'),
   {
     id: 'refresh',
     label: 'refresh_token (rotating)',
