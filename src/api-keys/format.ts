@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { hash, randomBytes } from 'node:crypto';
 import { crc32 } from 'node:zlib';
 
 export type Environment = 'test' | 'live';
@@ -62,4 +62,4 @@ export function parseApiKey(secret: string): ParsedKey | undefined {
  * What the database keeps instead of the secret. The secret is 190 random bits, so a plain
  * SHA-256 cannot be reversed or guessed; a slow KDF would only slow every request down.
  */
-export const hashApiKey = (secret: string): string => createHash('sha256').update(secret).digest('base64url');
+export const hashApiKey = (secret: string): string => hash('sha256', secret, 'base64url');

@@ -23,14 +23,23 @@ export function createUsageRecorder(store: ApiKeyStore, logger: Logger, options:
   let events: ({ keyId: string } & ApiKeyEvent)[] = [];
   // The same rejection again and again (a misconfigured client, a scan) is one event with a count.
   let repeats = new Map<string, { detail: Record<string, unknown> }>();
-  // Addresses already written for a key: the common case (a known address) then costs a Set lookup.
-  const known = new Set<string>();
+  // Addresses already written per key: the common case (a known address) then costs two lookups.
+  let known = new Map<string, Set<string>>();
+  let knownCount = 0;
   let writing: Promise<void> = Promise.resolve();
 
   let failures = 0;
   const remember = (batch: UsageBatch) => {
-    for (const [keyId, ips] of batch.addresses) for (const ip of ips.keys()) known.add(`${keyId} ${ip}`);
-    if (known.size > 100_000) known.clear(); // bounded; forgetting only costs a no-op insert
+    for (const [keyId, ips] of batch.addresses) {
+      let set = known.get(keyId);
+      if (!set) known.set(keyId, (set = new Set()));
+      for (const ip of ips.keys()) set.add(ip);
+      knownCount += ips.size;
+    }
+    if (knownCount > 100_000) { // bounded; forgetting only costs a no-op insert
+      known = new Map();
+      knownCount = 0;
+    }
   };
   /** Puts a batch that could not be written back in front of what arrived since. */
   const requeue = (batch: UsageBatch) => {
@@ -102,7 +111,7 @@ export function createUsageRecorder(store: ApiKeyStore, logger: Logger, options:
       } else {
         counts.set(keyId, { requests: 1, lastUsedAt: at });
       }
-      if (known.has(`${keyId} ${ip}`)) return;
+      if (known.get(keyId)?.has(ip)) return;
       let ips = addresses.get(keyId);
       if (!ips) addresses.set(keyId, (ips = new Map()));
       if (!ips.has(ip)) ips.set(ip, at);

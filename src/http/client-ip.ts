@@ -2,8 +2,15 @@ import type { IncomingMessage } from 'node:http';
 import ipaddr from 'ipaddr.js';
 import proxyaddr from 'proxy-addr';
 
+const PLAIN_IPV4 = /^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$/;
+
 /** `::ffff:203.0.113.7` and `203.0.113.7` are one client; allowlists and logs see the IPv4 form. */
-export const normaliseIp = (ip: string): string => (ipaddr.isValid(ip) ? ipaddr.process(ip).toString() : ip);
+export const normaliseIp = (ip: string): string => {
+  // The common case, an IPv4 peer as the socket reports it, is already canonical.
+  if (PLAIN_IPV4.test(ip)) return ip;
+  if (ip.startsWith('::ffff:') && PLAIN_IPV4.test(ip.slice(7))) return ip.slice(7);
+  return ipaddr.isValid(ip) ? ipaddr.process(ip).toString() : ip;
+};
 
 /**
  * The caller's address. X-Forwarded-For is believed only hop by hop from proxies listed in
@@ -11,11 +18,22 @@ export const normaliseIp = (ip: string): string => (ipaddr.isValid(ip) ? ipaddr.
  * could write any address there.
  */
 export function createClientIp(trustedProxies: readonly string[]): (req: IncomingMessage) => string {
+  if (trustedProxies.length === 0) {
+    // Nobody's X-Forwarded-For counts: the address is the connection's, the same for every
+    // request a keep-alive connection carries.
+    const bySocket = new WeakMap<object, string>();
+    return (req) => {
+      let ip = bySocket.get(req.socket);
+      if (ip === undefined) bySocket.set(req.socket, (ip = normaliseIp(req.socket.remoteAddress ?? '')));
+      return ip;
+    };
+  }
   const trust = proxyaddr.compile([...trustedProxies]);
   return (req) => {
+    const peer = req.socket.remoteAddress ?? '';
     const ip = proxyaddr(req, trust);
     // A trusted proxy passing on junk does not make the junk an address.
-    return normaliseIp(ipaddr.isValid(ip) ? ip : (req.socket.remoteAddress ?? ''));
+    return normaliseIp(ip === peer || ipaddr.isValid(ip) ? ip : peer);
   };
 }
 

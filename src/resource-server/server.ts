@@ -5,7 +5,7 @@ import { createUserStore } from '../accounts/store.ts';
 import { createApiKeys } from '../api-keys/index.ts';
 import { apiScopes, type Config } from '../config.ts';
 import type { Database } from '../db/knex.ts';
-import { ApiError, errorResponder, requestId } from '../errors.ts';
+import { ApiError, assignRequestId, errorResponder } from '../errors.ts';
 import { createClientIp } from '../http/client-ip.ts';
 import { createLogger, type Logger } from '../logger.ts';
 import { createTokenVerifiers } from '../verification/token-verifiers.ts';
@@ -31,10 +31,16 @@ export interface ApiServer {
   close(): Promise<void>;
 }
 
-/** One line per request, carrying the request id; never the query string (it may hold a token). */
-function accessLog(logger: Logger) {
+/**
+ * What every request gets, in one layer: a request id, `Cache-Control: no-store` (answers depend
+ * on the caller's credential, so no shared cache may keep them), and one log line carrying the
+ * request id but never the query string (it may hold a token).
+ */
+function envelope(logger: Logger) {
   return async (ctx: Context, next: Next) => {
     const started = performance.now();
+    assignRequestId(ctx);
+    ctx.set('Cache-Control', 'no-store');
     try {
       await next();
     } finally {
@@ -82,14 +88,8 @@ export function createApiServer(config: Config, options: ApiServerOptions): ApiS
   });
 
   const app = new Koa({ proxy: config.trustProxy });
-  app.use(requestId());
-  app.use(accessLog(logger));
+  app.use(envelope(logger));
   app.use(errorResponder(logger));
-  app.use(async (ctx, next) => {
-    // Answers depend on the caller's credential: no shared cache may keep them.
-    ctx.set('Cache-Control', 'no-store');
-    await next();
-  });
   app.use(async (ctx, next) => {
     await next();
     // allowedMethods() answers 405 (with an Allow header) or 501 without a body: give it ours.

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { AuthContext } from './types.ts';
 
 export type CacheLookup<T = AuthContext> =
@@ -33,7 +33,8 @@ interface Entry<T> {
   expiresAt: number;
 }
 
-const keyOf = (credential: string) => createHash('sha256').update(credential).digest('base64url');
+// One-shot hashing: no Hash object per lookup on the hot path.
+const keyOf = (credential: string) => hash('sha256', credential, 'base64url');
 
 export function createCredentialCache<T extends Expiring = AuthContext>(options: { maxEntries?: number } = {}): CredentialCache<T> {
   const maxEntries = options.maxEntries ?? 10_000;

@@ -29,7 +29,7 @@ const BEARER = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i;
 /** The bearer credential in the Authorization header, or an ApiError saying what is wrong. */
 export function bearerCredential(ctx: Context): string {
   // A token in the URL ends up in logs, proxies and browser history: refuse it outright.
-  if (ctx.query.access_token !== undefined) {
+  if (ctx.querystring && ctx.query.access_token !== undefined) {
     throw new ApiError('invalid_request', 'Access tokens are not accepted in the query string (access_token); send them in the Authorization header: "Authorization: Bearer <token>".');
   }
   const header = ctx.get('authorization');
