@@ -56,9 +56,6 @@ export function createRowCache() {
     destroyed(model: string, id: string): void {
       rows.delete(key(model, id));
     },
-    clear(): void {
-      rows.clear();
-    },
     /** Rare (logout, code or refresh-token reuse): a scan is cheaper than keeping an index. */
     grantRevoked(grantId: string): void {
       rows.delete(key('Grant', grantId));
