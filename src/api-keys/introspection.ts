@@ -12,8 +12,10 @@ import type { ApiKeyStore } from './store.ts';
 export function apiKeyIntrospection(store: ApiKeyStore, options: { fullAccessScopes: readonly string[]; now?: () => number }) {
   const now = options.now ?? Date.now;
   return async (ctx: KoaContextWithOIDC, next: Next): Promise<void> => {
+    // Every other request passes straight through, without waiting on it here.
+    if (ctx.method !== 'POST' || ctx.path !== routes.introspection) return next();
     await next();
-    if (ctx.method !== 'POST' || ctx.path !== routes.introspection || ctx.status !== 200) return;
+    if (ctx.status !== 200) return;
     if ((ctx.body as { active?: boolean } | undefined)?.active !== false) return;
     const token = ctx.oidc.params?.token;
     if (typeof token !== 'string' || !parseApiKey(token)) return;
