@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import { isBetterSqlite, sqliteStatements, type Statement } from '../src/db/sqlite-statements.ts';
 import type { ChangeSignal } from './client-cache.ts';
 import { createRowCache, type CachedRow } from './row-cache.ts';
 
@@ -66,17 +67,6 @@ function knexStore(knex: Knex): PayloadStore {
   };
 }
 
-// The parts of a better-sqlite3 connection used here (the package ships no types).
-interface Statement {
-  run(...params: unknown[]): { changes: number };
-  get(...params: unknown[]): unknown;
-}
-interface SqliteConnection {
-  readonly open: boolean;
-  readonly inTransaction: boolean;
-  prepare(sql: string): Statement;
-}
-
 const SQL = {
   upsert: `INSERT INTO ${TABLE} (model, id, payload, grant_id, user_code, uid, expires_at, consumed_at)
     VALUES (?, ?, ?, ?, ?, ?, ?, NULL)
@@ -129,42 +119,10 @@ interface Pending {
  */
 function sqliteStore(knex: Knex): PayloadStore {
   const viaKnex = knexStore(knex);
-  let connection: SqliteConnection | undefined;
-  let connecting: Promise<void> | undefined;
-  const prepared = new Map<keyof typeof SQL, Statement>();
+  const sqlite = sqliteStatements(knex);
+  const usable = () => sqlite.usable();
+  const prepare = (name: keyof typeof SQL): Statement => sqlite.prepare(SQL[name]);
   let queue: Pending[] = [];
-
-  const connect = () => {
-    connecting ??= (async () => {
-      const client = knex.client as { acquireConnection(): Promise<SqliteConnection>; releaseConnection(c: SqliteConnection): Promise<unknown> };
-      const acquired = await client.acquireConnection();
-      // Hand it straight back: Knex keeps using it too; this store only borrows it between awaits.
-      await client.releaseConnection(acquired);
-      if (acquired !== connection) prepared.clear();
-      connection = acquired;
-    })().catch(() => {
-      // The Knex path keeps working (and reports the problem); the next call tries again.
-    }).finally(() => {
-      connecting = undefined;
-    });
-  };
-
-  /** Whether the connection is ours to use right now (open, and no Knex transaction on it). */
-  const usable = (): boolean => {
-    if (!connection?.open) {
-      connect();
-      return false;
-    }
-    return !connection.inTransaction;
-  };
-  const prepare = (name: keyof typeof SQL): Statement => {
-    let s = prepared.get(name);
-    if (!s) {
-      s = connection!.prepare(SQL[name]);
-      prepared.set(name, s);
-    }
-    return s;
-  };
   /** A prepared statement when the connection is free for a statement of its own, else undefined. */
   const statement = (name: keyof typeof SQL): Statement | undefined => (usable() ? prepare(name) : undefined);
 
@@ -250,7 +208,7 @@ function sqliteStore(knex: Knex): PayloadStore {
       results = batch.map((p) => apply(p.write));
       prepare('commit').run();
     } catch {
-      if (connection!.inTransaction) prepare('rollback').run();
+      if (sqlite.inTransaction()) prepare('rollback').run();
       // Something failed the batch: apply the writes one by one, so only that caller sees an error.
       return applyEach(batch);
     }
@@ -292,7 +250,6 @@ function sqliteStore(knex: Knex): PayloadStore {
     // setImmediate runs after this turn's I/O: every request parsed in this turn joins the batch.
     if (queue.length === 1) setImmediate(flush);
   });
-  connect();
 
   return {
     async upsert(row) {
@@ -335,8 +292,7 @@ const stores = new WeakMap<Knex, PayloadStore>();
 export function payloadStoreFor(knex: Knex): PayloadStore {
   let store = stores.get(knex);
   if (!store) {
-    const driver = (knex.client as { driverName?: string }).driverName;
-    store = driver === 'better-sqlite3' ? sqliteStore(knex) : knexStore(knex);
+    store = isBetterSqlite(knex) ? sqliteStore(knex) : knexStore(knex);
     stores.set(knex, store);
   }
   return store;

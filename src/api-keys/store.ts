@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import { isBetterSqlite, sqliteStatements } from '../db/sqlite-statements.ts';
 import type { Environment } from './format.ts';
 
 export interface ApiKey {
@@ -110,6 +111,9 @@ const eventRow = (keyId: string, e: ApiKeyEvent) => ({
 /** API keys in the database. Every read by id names the owner: another account's key is not found. */
 export function createApiKeyStore(knex: Knex) {
   const owned = (userId: string, id: string) => knex('api_keys').where({ id, user_id: userId });
+  // The one query on a verification's cache miss runs as a prepared statement on SQLite.
+  const sqlite = isBetterSqlite(knex) ? sqliteStatements(knex) : undefined;
+  const BY_SECRET = 'SELECT k.*, s.expires_at AS secret_expires_at FROM api_key_secrets s JOIN api_keys k ON k.id = s.key_id WHERE s.hash = ?';
 
   return {
     async create(key: Omit<ApiKey, 'revokedAt' | 'lastUsedAt' | 'requestCount' | 'prefix' | 'lastFour'>, secret: NewSecret, ip: string | null): Promise<ApiKey> {
@@ -139,10 +143,10 @@ export function createApiKeyStore(knex: Knex) {
 
     /** The one query behind a cache miss: the secret's key, by the secret's digest. */
     async findBySecretHash(hash: string): Promise<SecretMatch | undefined> {
-      const row: (KeyRow & { secret_expires_at: number | string | null }) | undefined = await knex('api_key_secrets as s')
-        .join('api_keys as k', 'k.id', 's.key_id')
-        .first('k.*', 's.expires_at as secret_expires_at')
-        .where('s.hash', hash);
+      type Found = (KeyRow & { secret_expires_at: number | string | null }) | undefined;
+      const row: Found = sqlite?.usable()
+        ? (sqlite.prepare(BY_SECRET).get(hash) as Found)
+        : await knex('api_key_secrets as s').join('api_keys as k', 'k.id', 's.key_id').first('k.*', 's.expires_at as secret_expires_at').where('s.hash', hash);
       return row && { key: toKey(row), secretExpiresAt: num(row.secret_expires_at) };
     },
 

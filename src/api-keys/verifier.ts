@@ -26,7 +26,7 @@ export interface ApiKeyVerifier extends CredentialVerifier {
 }
 
 /** A key as the verifier keeps it between requests. */
-interface VerifiedKey {
+export interface VerifiedKey {
   auth: AuthContext;
   expiresAt: Date | null;
   /** Why `expiresAt` ends it: the key's own expiry, or the end of a rolled secret's grace period. */
