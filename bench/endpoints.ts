@@ -218,6 +218,14 @@ export const endpoints: readonly Endpoint[] = [
   },
   {
     id: 'api-key-miss',
+    label: 'API verify: API key, miss',
+    mode: 'opaque',
+    targets: COMPANION_API,
+    definition: 'GET /v1/auth/verify with an existing sk_live_ key at the copy of the companion API whose key cache is off: every request looks the key up in the database (one indexed query), checks it and records its use in memory.',
+    prepare: async (fx) => verifyAt(fx.apiNoCacheUrl, fx.apiKeys!.valid),
+  },
+  {
+    id: 'api-key-unknown',
     label: 'API verify: API key, unknown',
     mode: 'opaque',
     targets: COMPANION_API,

@@ -70,6 +70,12 @@ export function evaluateGoals(rows: Row[], rssAfter: Record<string, number>): Go
     atLeast('introspection, SQLite >= 1.0x peer', row('introspection', 'sqlite'), 'vsPeer', 1),
     atLeast('discovery, SQLite >= 0.5 H', row('discovery', 'sqlite'), 'vsH', 0.5),
     atLeast('JWKS, SQLite >= 0.5 H', row('jwks', 'sqlite'), 'vsH', 0.5),
+    // The companion API's goals (resource-server and API-key issues), against the same bare Koa.
+    atLeast('API verify, JWT cached >= 0.7 H', row('api-jwt-cached', 'sqlite'), 'vsH', 0.7),
+    atLeast('API verify, opaque cached >= 0.7 H', row('api-opaque-cached', 'sqlite'), 'vsH', 0.7),
+    atLeast('API key, cache hit >= 0.7 H', row('api-key-hit', 'sqlite'), 'vsH', 0.7),
+    atLeast('API key, cache miss >= 0.3 H', row('api-key-miss', 'sqlite'), 'vsH', 0.3),
+    atLeast('API key, bad checksum >= 0.8 H', row('api-key-bad-checksum', 'sqlite'), 'vsH', 0.8),
     {
       goal: 'p99 < 10 ms at half of maximum throughput (every Latchkey row)',
       value: worst

@@ -6,8 +6,11 @@ import { createAuthServer } from '../../src/app.ts';
 import { generateApiKey } from '../../src/api-keys/format.ts';
 import { createApiKeyService } from '../../src/api-keys/service.ts';
 import { createApiKeyStore } from '../../src/api-keys/store.ts';
+import { createUsageRecorder } from '../../src/api-keys/usage.ts';
+import { createApiKeyVerifier, type VerifiedKey } from '../../src/api-keys/verifier.ts';
+import { createLogger } from '../../src/logger.ts';
 import { createClientService } from '../../src/clients/service.ts';
-import { loadConfig } from '../../src/config.ts';
+import { apiScopes, loadConfig } from '../../src/config.ts';
 import { ensureApiClient } from '../../src/resource-server/provision.ts';
 import { createApiServer } from '../../src/resource-server/server.ts';
 import { createCredentialCache, type CredentialCache } from '../../src/verification/cache.ts';
@@ -47,6 +50,7 @@ async function temporaryDatabase(spec: ServerSpec): Promise<{ url: string; remov
 
 /** Never remembers a credential: each request verifies signature and claims (or introspects) again. */
 const noCache: CredentialCache = { ...createCredentialCache(), get: () => ({ state: 'miss' }), set() {} };
+const noKeyCache: CredentialCache<VerifiedKey> = { ...createCredentialCache<VerifiedKey>(), get: () => ({ state: 'miss' }), set() {} };
 
 /**
  * Latchkey as `latchkey serve` runs it (authorization server and companion API in one process),
@@ -83,14 +87,16 @@ export async function start(spec: ServerSpec): Promise<{ fixtures: ServerFixture
 
   const api = createApiServer(config, { db: server.db, introspection: created.introspector });
   const apiPort = await api.listen(0, '127.0.0.1');
+  const keyStore = createApiKeyStore(server.db.knex);
+  const noCacheUsage = createUsageRecorder(keyStore, createLogger('warn'));
   const apiNoCache = createApiServer(config, {
     db: server.db,
-    verifiers: createTokenVerifiers({
+    verifiers: [createApiKeyVerifier({ store: keyStore, usage: noCacheUsage, fullAccessScopes: apiScopes, cacheSeconds: 30, cache: noKeyCache }), ...createTokenVerifiers({
       authServerUrl: config.authServerUrl,
       audience: config.apiAudience,
       introspection: created.introspector,
       cache: noCache,
-    }),
+    })],
   });
   const apiNoCachePort = await apiNoCache.listen(0, '127.0.0.1');
 
@@ -110,6 +116,7 @@ export async function start(spec: ServerSpec): Promise<{ fixtures: ServerFixture
     fixtures,
     async close() {
       await apiNoCache.close();
+      await noCacheUsage.close();
       await api.close();
       await server.close();
       await database.remove();
