@@ -8,7 +8,7 @@ import { apiKeyIntrospection } from './api-keys/introspection.ts';
 import { createApiKeyStore } from './api-keys/store.ts';
 import { apiScopes, type Config } from './config.ts';
 import { migrate, openDatabase, type Database } from './db/knex.ts';
-import { renderPage } from './http/views.ts';
+import { protectLibraryPages, renderPage } from './http/views.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { createInteractionRoutes } from './oidc/interactions.ts';
 import { createKeyStore } from './oidc/keys.ts';
@@ -60,6 +60,7 @@ export async function createAuthServer(config: Config, options: { logger?: Logge
   const cookieKey = await keys.secret('cookie-key');
   const provider = createProvider({ config, db, users, jwks, cookieKeys: [cookieKey], logger });
 
+  provider.use(protectLibraryPages);
   provider.use(pageErrorsForInteractions(logger));
   provider.use(tokenEndpointBodies);
   provider.use(apiKeyIntrospection(createApiKeyStore(db.knex), { fullAccessScopes: apiScopes }));

@@ -53,6 +53,15 @@ describe('bad input at the authorization and token endpoints', () => {
     expect(res.headers.get('referrer-policy')).toBe('no-referrer');
   });
 
+  it('sends the page security headers on the library\'s own logout page too', async () => {
+    const res = await get(`${as.url}/oauth/logout`, new CookieJar());
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/text\/html/);
+    expect(res.headers.get('x-frame-options')).toBe('DENY');
+    expect(res.headers.get('referrer-policy')).toBe('no-referrer');
+    expect(res.headers.get('content-security-policy')).toContain("frame-ancestors 'none'");
+  });
+
   it('refuses a login or consent form without the page\'s CSRF token', async () => {
     const jar = new CookieJar();
     const start = await get(authorizeUrl({ client_id: web.client_id, redirect_uri: redirectUri }), jar);

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import ejs from 'ejs';
-import type { Context } from 'koa';
+import type { Context, Next } from 'koa';
 import { projectRoot } from '../config.ts';
 
 const viewsDir = path.join(projectRoot, 'views');
@@ -28,4 +28,19 @@ export async function renderPage(ctx: Context, view: string, data: Record<string
   ctx.status = status;
   ctx.type = 'html';
   ctx.body = html;
+}
+
+/**
+ * Pages oidc-provider renders itself (the auto-submitting logout form when nobody is signed in,
+ * form_post responses) get the same framing and referrer protection as ours. Its own CSP, which
+ * carries the hash of its inline script, is kept and only gains frame-ancestors.
+ */
+export async function protectLibraryPages(ctx: Context, next: Next): Promise<void> {
+  await next();
+  if (!ctx.response.is('html') || ctx.response.get('X-Frame-Options')) return;
+  ctx.set('X-Frame-Options', 'DENY');
+  ctx.set('Referrer-Policy', 'no-referrer');
+  ctx.set('X-Content-Type-Options', 'nosniff');
+  const csp = ctx.response.get('Content-Security-Policy');
+  if (!/frame-ancestors/.test(csp)) ctx.set('Content-Security-Policy', csp ? `${csp}; frame-ancestors 'none'` : "frame-ancestors 'none'");
 }
