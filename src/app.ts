@@ -1,5 +1,4 @@
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type http from 'node:http';
 import type { Context, Next } from 'koa';
 import type Provider from 'oidc-provider';
 import { startExpiredRowCleanup } from '../adapters/knex-adapter.ts';
@@ -15,6 +14,7 @@ import { createKeyStore } from './oidc/keys.ts';
 import { createProvider } from './oidc/provider.ts';
 import { offlineAccessAsksForConsent } from './oidc/offline-access.ts';
 import { tokenEndpointBodies } from './oidc/token-body.ts';
+import { closeGracefully, startHttpServer } from './http/server.ts';
 
 export interface AuthServer {
   provider: Provider;
@@ -91,24 +91,13 @@ export async function createAuthServer(config: Config, options: { logger?: Logge
       closeHooks.push(hook);
     },
     async listen(port = config.port, host?: string) {
-      server = http.createServer(handle);
-      server.keepAliveTimeout = 65_000;
-      await new Promise<void>((resolve, reject) => {
-        server!.once('error', reject);
-        server!.listen(port, host, resolve);
-      });
-      return (server.address() as AddressInfo).port;
+      let bound: number;
+      ({ server, port: bound } = await startHttpServer(handle, port, host));
+      return bound;
     },
     async close() {
       stopCleanup();
-      if (server) {
-        // Graceful: stop accepting, let requests in flight finish, drop idle keep-alive sockets.
-        const closed = new Promise<void>((resolve) => server!.close(() => resolve()));
-        server.closeIdleConnections();
-        const force = setTimeout(() => server!.closeAllConnections(), 5000).unref();
-        await closed;
-        clearTimeout(force);
-      }
+      if (server) await closeGracefully(server);
       for (const hook of closeHooks) await hook();
       if (!options.db) await db.close();
     },

@@ -1,5 +1,4 @@
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type http from 'node:http';
 import Koa, { type Context, type Next } from 'koa';
 import { createUserStore } from '../accounts/store.ts';
 import { createApiKeys } from '../api-keys/index.ts';
@@ -12,6 +11,7 @@ import { createTokenVerifiers } from '../verification/token-verifiers.ts';
 import type { CredentialVerifier } from '../verification/types.ts';
 import { createApiRoutes } from './routes.ts';
 import { createResourceStore } from './store.ts';
+import { closeGracefully, startHttpServer } from '../http/server.ts';
 
 export interface ApiServerOptions {
   /** The database the authorization server uses: /v1/users/me reads its accounts. Migrated already. */
@@ -107,22 +107,12 @@ export function createApiServer(config: Config, options: ApiServerOptions): ApiS
     app,
     verifiers,
     async listen(port = config.apiPort, host?: string) {
-      server = http.createServer(app.callback());
-      server.keepAliveTimeout = 65_000;
-      await new Promise<void>((resolve, reject) => {
-        server!.once('error', reject);
-        server!.listen(port, host, resolve);
-      });
-      return (server.address() as AddressInfo).port;
+      let bound: number;
+      ({ server, port: bound } = await startHttpServer(app.callback(), port, host));
+      return bound;
     },
     async close() {
-      if (server) {
-        const closed = new Promise<void>((resolve) => server!.close(() => resolve()));
-        server.closeIdleConnections();
-        const force = setTimeout(() => server!.closeAllConnections(), 5000).unref();
-        await closed;
-        clearTimeout(force);
-      }
+      if (server) await closeGracefully(server);
       // After the last request: nothing it recorded is lost.
       await apiKeys.close();
     },
