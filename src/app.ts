@@ -11,7 +11,7 @@ import { protectLibraryPages, renderPage } from './http/views.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { createInteractionRoutes } from './oidc/interactions.ts';
 import { createKeyStore } from './oidc/keys.ts';
-import { createProvider } from './oidc/provider.ts';
+import { createProvider, routes } from './oidc/provider.ts';
 import { offlineAccessAsksForConsent } from './oidc/offline-access.ts';
 import { tokenEndpointBodies } from './oidc/token-body.ts';
 import { closeGracefully, startHttpServer } from './http/server.ts';
@@ -60,7 +60,8 @@ export async function createAuthServer(config: Config, options: { logger?: Logge
   const cookieKey = await keys.secret('cookie-key');
   const provider = createProvider({ config, db, users, jwks, cookieKeys: [cookieKey], logger });
 
-  provider.use(protectLibraryPages);
+  // Only these render pages of the library's own; token, introspection and the rest skip the layer.
+  provider.use((ctx, next) => (ctx.path.startsWith(routes.authorization) || ctx.path.startsWith(routes.end_session) ? protectLibraryPages(ctx, next) : next()));
   provider.use(pageErrorsForInteractions(logger));
   provider.use(tokenEndpointBodies);
   provider.use(apiKeyIntrospection(createApiKeyStore(db.knex), { fullAccessScopes: apiScopes }));
