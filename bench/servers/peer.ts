@@ -3,9 +3,10 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { exportJWK, generateKeyPair, type JWK } from 'jose';
 import type { Context, Next } from 'koa';
-import Provider, { errors, type ClientMetadata, type Configuration } from 'oidc-provider';
+import Provider, { type ClientMetadata, type Configuration } from 'oidc-provider';
 import { hashPassword, verifyPassword } from '../../src/accounts/passwords.ts';
 import { apiScopes, oidcScopes } from '../../src/config.ts';
+import { apiResourceIndicators, tokenPolicy } from '../../src/oidc/provider.ts';
 import { shared, type ServerFixtures, type TokenMode } from '../protocol.ts';
 
 /**
@@ -49,14 +50,6 @@ export async function start(mode: TokenMode): Promise<{ fixtures: ServerFixtures
   const user = { id: 'usr_peer', ...shared.user, passwordHash: await hashPassword(shared.user.password) };
   const cookieKey = secret();
 
-  const apiResource = {
-    scope: apiScopes.join(' '),
-    audience: shared.audience,
-    accessTokenTTL: shared.accessTokenTtl,
-    accessTokenFormat: mode === 'jwt' ? 'jwt' : 'opaque',
-    jwt: { sign: { alg: 'ES256' } },
-  } as const;
-
   const configuration: Configuration = {
     clients: metadata,
     async findAccount(_ctx, sub) {
@@ -94,36 +87,10 @@ export async function start(mode: TokenMode): Promise<{ fixtures: ServerFixtures
       revocation: { enabled: true },
       userinfo: { enabled: true },
       rpInitiatedLogout: { enabled: true },
-      resourceIndicators: {
-        enabled: true,
-        // As Latchkey: the API unless the request asks only for OpenID Connect scopes.
-        async defaultResource(ctx, _client, oneOf) {
-          if (oneOf) return oneOf;
-          const requested = String(ctx.oidc.params?.scope ?? '').split(' ').filter(Boolean);
-          return requested.length > 0 && requested.every((s) => (oidcScopes as readonly string[]).includes(s)) ? undefined : shared.audience;
-        },
-        useGrantedResource: async () => true,
-        async getResourceServerInfo(_ctx, resourceIndicator) {
-          if (resourceIndicator === shared.audience) return apiResource;
-          throw new errors.InvalidTarget(`unknown resource ${resourceIndicator}`);
-        },
-      },
+      // Latchkey's own rules, so both issue the same tokens.
+      resourceIndicators: apiResourceIndicators({ audience: shared.audience, accessTokenTtl: shared.accessTokenTtl, jwt: mode === 'jwt' }),
     },
-    ttl: {
-      AccessToken: shared.accessTokenTtl,
-      ClientCredentials: shared.accessTokenTtl,
-      AuthorizationCode: 60,
-      IdToken: 3600,
-      Interaction: 3600,
-      RefreshToken: shared.refreshTokenTtl,
-      Grant: shared.refreshTokenTtl,
-      Session: 14 * 24 * 3600,
-    },
-    async issueRefreshToken(_ctx, client, code) {
-      if (!client.grantTypeAllowed('refresh_token')) return false;
-      return code.scopes.has('offline_access') || !code.scopes.has('openid');
-    },
-    rotateRefreshToken: () => true,
+    ...tokenPolicy(shared),
     interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
     clockTolerance: 5,
     enabledJWA: { clientAuthSigningAlgValues: ['ES256', 'EdDSA', 'RS256', 'PS256', 'HS256'] },

@@ -32,15 +32,61 @@ const requestsOnlyOidcScopes = (scope: string | undefined): boolean => {
   return requested.length > 0 && requested.every((s) => (oidcScopes as readonly string[]).includes(s));
 };
 
-export function createProvider({ config, db, users, jwks, cookieKeys, logger }: ProviderDeps): Provider {
+type Features = NonNullable<Configuration['features']>;
+
+/**
+ * Resource indicators: tokens are for the companion API (`audience`) unless the request asks only
+ * for OpenID Connect scopes, in which case the token is for userinfo (which refuses tokens with an
+ * audience). Shared with the benchmark's bare oidc-provider, so both issue the same tokens.
+ */
+export function apiResourceIndicators(options: { audience: string; accessTokenTtl: number; jwt: boolean }): Features['resourceIndicators'] {
   const apiResource = {
     scope: apiScopes.join(' '),
-    audience: config.apiAudience,
-    accessTokenTTL: config.accessTokenTtl,
-    accessTokenFormat: config.jwtAccessTokens ? 'jwt' : 'opaque',
+    audience: options.audience,
+    accessTokenTTL: options.accessTokenTtl,
+    accessTokenFormat: options.jwt ? 'jwt' : 'opaque',
     jwt: { sign: { alg: 'ES256' } },
   } as const;
+  return {
+    enabled: true,
+    async defaultResource(ctx, _client, oneOf) {
+      if (oneOf) return oneOf;
+      return requestsOnlyOidcScopes(ctx.oidc.params?.scope as string | undefined) ? undefined : options.audience;
+    },
+    useGrantedResource: async () => true,
+    async getResourceServerInfo(_ctx, resourceIndicator) {
+      if (resourceIndicator === options.audience) return apiResource;
+      throw new errors.InvalidTarget(`unknown resource ${resourceIndicator}`);
+    },
+  };
+}
 
+/** Token lifetimes and refresh-token rules; shared with the benchmark's bare oidc-provider. */
+export function tokenPolicy(options: { accessTokenTtl: number; refreshTokenTtl: number }): Pick<Configuration, 'ttl' | 'issueRefreshToken' | 'rotateRefreshToken'> {
+  return {
+    ttl: {
+      AccessToken: options.accessTokenTtl,
+      ClientCredentials: options.accessTokenTtl,
+      AuthorizationCode: 60,
+      IdToken: 3600,
+      Interaction: 3600,
+      RefreshToken: options.refreshTokenTtl,
+      // The grant outlives its refresh tokens, or refresh and introspection fail when it is gone.
+      Grant: options.refreshTokenTtl,
+      Session: 14 * 24 * 3600,
+    },
+    // OIDC requests get a refresh token when offline_access was granted; plain OAuth requests
+    // (no openid scope, like the guide's `scope=read write`) whenever the client may refresh.
+    async issueRefreshToken(_ctx, client, code) {
+      if (!client.grantTypeAllowed('refresh_token')) return false;
+      return code.scopes.has('offline_access') || !code.scopes.has('openid');
+    },
+    // Every refresh rotates, so a stolen refresh token is detected the moment both parties use it.
+    rotateRefreshToken: () => true,
+  };
+}
+
+export function createProvider({ config, db, users, jwks, cookieKeys, logger }: ProviderDeps): Provider {
   const configuration: Configuration = {
     adapter: (name: string) => new KnexAdapter(db.knex, name),
     clients: [],
@@ -104,40 +150,9 @@ export function createProvider({ config, db, users, jwks, cookieKeys, logger }: 
           await renderPage(ctx as never, 'message', { title: 'Signed out', message: 'You are signed out of Latchkey.' });
         },
       },
-      resourceIndicators: {
-        enabled: true,
-        // Tokens are for the companion API unless the request asks only for OpenID Connect scopes,
-        // in which case the token is for userinfo (which refuses tokens with an audience).
-        async defaultResource(ctx, _client, oneOf) {
-          if (oneOf) return oneOf;
-          return requestsOnlyOidcScopes(ctx.oidc.params?.scope as string | undefined) ? undefined : config.apiAudience;
-        },
-        useGrantedResource: async () => true,
-        async getResourceServerInfo(_ctx, resourceIndicator) {
-          if (resourceIndicator === config.apiAudience) return apiResource;
-          throw new errors.InvalidTarget(`unknown resource ${resourceIndicator}`);
-        },
-      },
+      resourceIndicators: apiResourceIndicators({ audience: config.apiAudience, accessTokenTtl: config.accessTokenTtl, jwt: config.jwtAccessTokens }),
     },
-    ttl: {
-      AccessToken: config.accessTokenTtl,
-      ClientCredentials: config.accessTokenTtl,
-      AuthorizationCode: 60,
-      IdToken: 3600,
-      Interaction: 3600,
-      RefreshToken: config.refreshTokenTtl,
-      // The grant outlives its refresh tokens, or refresh and introspection fail when it is gone.
-      Grant: config.refreshTokenTtl,
-      Session: 14 * 24 * 3600,
-    },
-    // OIDC requests get a refresh token when offline_access was granted; plain OAuth requests
-    // (no openid scope, like the guide's `scope=read write`) whenever the client may refresh.
-    async issueRefreshToken(_ctx, client, code) {
-      if (!client.grantTypeAllowed('refresh_token')) return false;
-      return code.scopes.has('offline_access') || !code.scopes.has('openid');
-    },
-    // Every refresh rotates, so a stolen refresh token is detected the moment both parties use it.
-    rotateRefreshToken: () => true,
+    ...tokenPolicy(config),
     interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
     async renderError(ctx, out, error) {
       logger.debug('authorization error page', { error: out.error, status: (error as { status?: number }).status });
