@@ -2,7 +2,7 @@ import type { Next } from 'koa';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import { routes } from '../oidc/provider.ts';
 import { hashApiKey, parseApiKey } from './format.ts';
-import type { ApiKeyStore } from './store.ts';
+import { secretEndsAt, type ApiKeyStore } from './store.ts';
 
 /**
  * Lets RFC 7662 introspection answer for API keys too. oidc-provider authenticates the client and
@@ -23,9 +23,8 @@ export function apiKeyIntrospection(store: ApiKeyStore, options: { fullAccessSco
 
     const match = await store.findBySecretHash(hashApiKey(token));
     if (!match || match.key.revokedAt !== null) return;
-    const { key, secretExpiresAt } = match;
-    const ends = [key.expiresAt, secretExpiresAt].filter((t): t is number => t !== null);
-    const expiresAt = ends.length ? Math.min(...ends) : null;
+    const { key } = match;
+    const expiresAt = secretEndsAt(match);
     if (expiresAt !== null && expiresAt <= now()) return;
     ctx.body = {
       active: true,

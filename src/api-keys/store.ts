@@ -50,6 +50,12 @@ export interface SecretMatch {
   secretExpiresAt: number | null;
 }
 
+/** When the presented secret stops working: the key's expiry or the rolled secret's grace end, whichever is first. */
+export function secretEndsAt({ key, secretExpiresAt }: SecretMatch): number | null {
+  const ends = [key.expiresAt, secretExpiresAt].filter((t): t is number => t !== null);
+  return ends.length ? Math.min(...ends) : null;
+}
+
 /** Usage gathered in memory since the last flush (see usage.ts). */
 export interface UsageBatch {
   counts: ReadonlyMap<string, { requests: number; lastUsedAt: number }>;

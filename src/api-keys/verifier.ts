@@ -1,10 +1,11 @@
 import type { IncomingMessage } from 'node:http';
 import { ApiError } from '../errors.ts';
-import { cidrMatcher, normaliseIp } from '../http/client-ip.ts';
+import { cidrMatcher, createClientIp } from '../http/client-ip.ts';
 import { createCredentialCache, type CredentialCache } from '../verification/cache.ts';
 import type { AuthContext, CredentialVerifier } from '../verification/types.ts';
 import { hashApiKey, KEY_PREFIX_SHAPE, parseApiKey } from './format.ts';
-import type { ApiKeyStore, SecretMatch } from './store.ts';
+import { invalidApiKey, mistypedApiKey, outsideAllowlist } from './errors.ts';
+import { secretEndsAt, type ApiKeyStore, type SecretMatch } from './store.ts';
 import type { UsageRecorder } from './usage.ts';
 
 export interface ApiKeyVerifierOptions {
@@ -34,8 +35,6 @@ export interface VerifiedKey {
   allowsIp: ((ip: string) => boolean) | null;
 }
 
-const invalid = (why: string) => new ApiError('invalid_api_key', `The API key provided is invalid: ${why}.`);
-
 function expiredError(key: VerifiedKey): ApiError {
   const at = key.expiresAt!.toISOString();
   return new ApiError('api_key_expired', key.ending === 'rolled'
@@ -43,23 +42,24 @@ function expiredError(key: VerifiedKey): ApiError {
     : `The API key expired at ${at}; create a new one.`);
 }
 
-function toVerifiedKey({ key, secretExpiresAt }: SecretMatch, fullAccessScopes: readonly string[]): VerifiedKey {
-  const ends = [key.expiresAt, secretExpiresAt].filter((t): t is number => t !== null);
-  const expiresAt = ends.length ? Math.min(...ends) : null;
+function toVerifiedKey(match: SecretMatch, fullAccessScopes: readonly string[]): VerifiedKey {
+  const { key, secretExpiresAt } = match;
+  const endsAt = secretEndsAt(match);
+  const expiresAt = endsAt === null ? null : new Date(endsAt);
   return {
     auth: {
       method: 'api_key',
       userId: key.userId,
       clientId: null,
       scopes: key.scopes ?? fullAccessScopes,
-      expiresAt: expiresAt === null ? null : new Date(expiresAt),
+      expiresAt,
       environment: key.environment,
       keyId: key.id,
       restricted: key.restricted,
       ...(key.ipAllowlist?.length ? { ipAllowlist: key.ipAllowlist } : {}),
     },
-    expiresAt: expiresAt === null ? null : new Date(expiresAt),
-    ending: secretExpiresAt !== null && expiresAt === secretExpiresAt ? 'rolled' : 'key',
+    expiresAt,
+    ending: secretExpiresAt !== null && endsAt === secretExpiresAt ? 'rolled' : 'key',
     allowsIp: key.ipAllowlist?.length ? cidrMatcher(key.ipAllowlist) : null,
   };
 }
@@ -72,7 +72,7 @@ function toVerifiedKey({ key, secretExpiresAt }: SecretMatch, fullAccessScopes: 
 export function createApiKeyVerifier(options: ApiKeyVerifierOptions): ApiKeyVerifier {
   const now = options.now ?? Date.now;
   const cache = options.cache ?? createCredentialCache<VerifiedKey>();
-  const clientIp = options.clientIp ?? ((req: IncomingMessage) => normaliseIp(req.socket.remoteAddress ?? ''));
+  const clientIp = options.clientIp ?? createClientIp([]);
   const inFlight = new Map<string, Promise<VerifiedKey | undefined>>();
   // Bumped by forget(): a read that started before a revoke here must not cache what it read.
   let forgotten = 0;
@@ -91,7 +91,7 @@ export function createApiKeyVerifier(options: ApiKeyVerifierOptions): ApiKeyVeri
 
     async verify(credential, ctx) {
       const parsed = parseApiKey(credential);
-      if (!parsed) throw invalid('it is malformed or mistyped (its checksum does not match); copy the whole key again');
+      if (!parsed) throw mistypedApiKey();
       const at = now();
       const cached = cache.get(credential, at);
       let key: VerifiedKey | undefined;
@@ -103,7 +103,7 @@ export function createApiKeyVerifier(options: ApiKeyVerifierOptions): ApiKeyVeri
           inFlight.set(credential, pending);
         }
         key = await pending;
-        if (!key) throw invalid('it is unknown or has been revoked');
+        if (!key) throw invalidApiKey('it is unknown or has been revoked');
       } else {
         key = cached.auth;
       }
@@ -114,7 +114,7 @@ export function createApiKeyVerifier(options: ApiKeyVerifierOptions): ApiKeyVeri
       }
       if (key.allowsIp && !key.allowsIp(ip)) {
         options.usage.event(key.auth.keyId!, 'rejected_ip', ip, { path: ctx.path }, at);
-        throw new ApiError('forbidden', `This API key may not be used from ${ip}: the address is not in the key's IP allowlist.`);
+        throw outsideAllowlist(ip);
       }
       options.usage.used(key.auth.keyId!, ip, at);
       return key.auth;

@@ -1,8 +1,9 @@
 import type { IncomingMessage } from 'node:http';
 import { z } from 'zod';
+import { invalidApiKey, mistypedApiKey, outsideAllowlist } from '../api-keys/errors.ts';
 import { KEY_PREFIX_SHAPE, parseApiKey } from '../api-keys/format.ts';
 import { ApiError } from '../errors.ts';
-import { cidrMatcher, normaliseIp } from '../http/client-ip.ts';
+import { cidrMatcher, createClientIp } from '../http/client-ip.ts';
 import type { CredentialCache } from './cache.ts';
 import { unreachable, type MetadataSource } from './discovery.ts';
 import type { AuthContext, CredentialVerifier } from './types.ts';
@@ -48,7 +49,6 @@ type Answer = z.infer<typeof introspectionSchema>;
 const OPAQUE_SHAPE = /^[A-Za-z0-9_~+/-]{16,512}=*$/;
 
 const revoked = () => new ApiError('invalid_token', 'The access token is invalid, has been revoked, or was not issued by this authorization server.');
-const invalidKey = (why: string) => new ApiError('invalid_api_key', `The API key provided is invalid: ${why}.`);
 const expired = () => new ApiError('token_expired', 'The access token has expired.');
 
 /** An API key as introspection describes it; its IP allowlist travels with it and is checked per request. */
@@ -103,7 +103,7 @@ export function createIntrospectionVerifier(options: IntrospectionVerifierOption
     if (!parsed.success) throw Object.assign(unreachable(), { cause: parsed.error });
     const answer = parsed.data;
     const isKey = KEY_PREFIX_SHAPE.test(token);
-    if (!answer.active) throw isKey ? invalidKey('it is unknown, expired or has been revoked') : revoked();
+    if (!answer.active) throw isKey ? invalidApiKey('it is unknown, expired or has been revoked') : revoked();
     if (isKey && answer.token_type === 'api_key') {
       const auth = apiKeyAuth(answer);
       options.cache?.set(token, auth, now() + options.maxCacheSeconds * 1000);
@@ -131,7 +131,7 @@ export function createIntrospectionVerifier(options: IntrospectionVerifierOption
     return auth;
   }
 
-  const clientIp = options.clientIp ?? ((req: IncomingMessage) => normaliseIp(req.socket.remoteAddress ?? ''));
+  const clientIp = options.clientIp ?? createClientIp([]);
   const matchers = new WeakMap<readonly string[], (ip: string) => boolean>();
   /** API keys only: the allowlist is checked on every request, cached or not. */
   const checkAddress = (auth: AuthContext, req: IncomingMessage) => {
@@ -139,7 +139,7 @@ export function createIntrospectionVerifier(options: IntrospectionVerifierOption
     let allows = matchers.get(auth.ipAllowlist);
     if (!allows) matchers.set(auth.ipAllowlist, (allows = cidrMatcher(auth.ipAllowlist)));
     const ip = clientIp(req);
-    if (!allows(ip)) throw new ApiError('forbidden', `This API key may not be used from ${ip}: the address is not in the key's IP allowlist.`);
+    if (!allows(ip)) throw outsideAllowlist(ip);
     return auth;
   };
 
@@ -149,7 +149,7 @@ export function createIntrospectionVerifier(options: IntrospectionVerifierOption
     async verify(credential, ctx) {
       // A mistyped key is refused here, without a round trip.
       if (KEY_PREFIX_SHAPE.test(credential) && !parseApiKey(credential)) {
-        throw invalidKey('it is malformed or mistyped (its checksum does not match); copy the whole key again');
+        throw mistypedApiKey();
       }
       const cached = options.cache?.get(credential, now());
       if (cached?.state === 'valid') return checkAddress(cached.auth, ctx.req);
