@@ -77,11 +77,17 @@ export const newRequestId = (): string => {
   return `req_${processPrefix}${sequence.toString(16).padStart(8, '0')}`;
 };
 
-/** Echoes a well-formed client X-Request-ID, or makes one, and puts it on the response and in ctx.state. */
-export function assignRequestId(ctx: Context): string {
-  const given = ctx.get('x-request-id');
-  const id = given && SAFE_REQUEST_ID.test(given) ? given : newRequestId();
+/** A well-formed client X-Request-ID, or a new id; kept in ctx.state for error bodies and logs. */
+export function requestIdOf(ctx: Context): string {
+  const given = ctx.req.headers['x-request-id'];
+  const id = typeof given === 'string' && SAFE_REQUEST_ID.test(given) ? given : newRequestId();
   ctx.state.requestId = id;
+  return id;
+}
+
+/** `requestIdOf`, also echoed in the X-Request-ID response header. */
+export function assignRequestId(ctx: Context): string {
+  const id = requestIdOf(ctx);
   ctx.set('X-Request-ID', id);
   return id;
 }
@@ -93,8 +99,6 @@ export function requestId() {
     return next();
   };
 }
-
-const quote = (value: string) => value.replace(/["\\]/g, '');
 
 /** RFC 6750 error for each bearer-credential failure; missing credentials carry no error code. */
 const bearerError: Partial<Record<ErrorCode, 'invalid_token' | 'insufficient_scope' | null>> = {
@@ -117,7 +121,41 @@ function fromHttpError(err: unknown): ApiError | undefined {
   return code && new ApiError(code, e.message || code);
 }
 
-/** Renders ApiErrors (and anything unexpected, as a bare 500) in the guide's error shape. */
+/** What an error becomes on the wire: status, headers and the guide's error body. */
+export interface ErrorAnswer {
+  status: number;
+  /** Name, value pairs: WWW-Authenticate for credential errors, Cache-Control, and the error's own (Retry-After, Allow). */
+  headers: [string, string][];
+  body: { error: ErrorCode; message: string; code: number; request_id: string; timestamp: string };
+}
+
+// Header values must be visible ASCII; a message may quote a path or an address.
+const headerSafe = (value: string) => value.replace(/["\\]|[^\x20-\x7e]/g, '');
+
+/** Renders ApiErrors (and anything unexpected: logged, then a bare 500) in the guide's error shape. */
+export function errorAnswer(err: unknown, requestId: string, logger: Logger, path: string): ErrorAnswer {
+  const apiError = err instanceof ApiError ? err : fromHttpError(err);
+  if (!apiError || apiError.status >= 500) {
+    const cause = apiError ? (apiError.cause as Error | undefined)?.message : (err as Error).message;
+    logger.error(apiError ? apiError.message : 'unhandled error', { request_id: requestId, path, error: cause });
+  }
+  const code: ErrorCode = apiError?.code ?? 'server_error';
+  const message = apiError?.message ?? 'An unexpected error occurred; it has been logged.';
+  const status = statusOf(code);
+  const headers: [string, string][] = apiError?.headers ? Object.entries(apiError.headers) : [];
+  if (code in bearerError || status === 401) {
+    const scope = apiError?.requiredScopes?.length ? `, scope="${apiError.requiredScopes.join(' ')}"` : '';
+    const rfc6750 = bearerError[code] === undefined ? 'invalid_token' : bearerError[code];
+    headers.push([
+      'WWW-Authenticate',
+      rfc6750 ? `Bearer realm="latchkey", error="${rfc6750}", error_description="${headerSafe(message)}"${scope}` : 'Bearer realm="latchkey"',
+    ]);
+  }
+  headers.push(['Cache-Control', 'no-store']);
+  return { status, headers, body: { error: code, message, code: status, request_id: requestId, timestamp: new Date().toISOString() } };
+}
+
+/** Koa middleware: renders whatever the rest of the chain throws with `errorAnswer`, and 404s the unrouted. */
 export function errorResponder(logger: Logger = createLogger()) {
   return async (ctx: Context, next: Next) => {
     try {
@@ -126,33 +164,10 @@ export function errorResponder(logger: Logger = createLogger()) {
         throw new ApiError('not_found', `no route for ${ctx.method} ${ctx.path}`);
       }
     } catch (err) {
-      const apiError = err instanceof ApiError ? err : fromHttpError(err);
-      if (!apiError || apiError.status >= 500) {
-        const cause = apiError ? (apiError.cause as Error | undefined)?.message : (err as Error).message;
-        logger.error(apiError ? apiError.message : 'unhandled error', { request_id: ctx.state.requestId, path: ctx.path, error: cause });
-      }
-      const code: ErrorCode = apiError?.code ?? 'server_error';
-      const message = apiError?.message ?? 'An unexpected error occurred; it has been logged.';
-      ctx.status = statusOf(code);
-      for (const [name, value] of Object.entries(apiError?.headers ?? {})) ctx.set(name, value);
-      if (code in bearerError || ctx.status === 401) {
-        const scope = apiError?.requiredScopes?.length ? `, scope="${apiError.requiredScopes.join(' ')}"` : '';
-        const rfc6750 = bearerError[code] === undefined ? 'invalid_token' : bearerError[code];
-        ctx.set(
-          'WWW-Authenticate',
-          rfc6750
-            ? `Bearer realm="latchkey", error="${rfc6750}", error_description="${quote(message)}"${scope}`
-            : 'Bearer realm="latchkey"',
-        );
-      }
-      ctx.set('Cache-Control', 'no-store');
-      ctx.body = {
-        error: code,
-        message,
-        code: ctx.status,
-        request_id: ctx.state.requestId ?? newRequestId(),
-        timestamp: new Date().toISOString(),
-      };
+      const answer = errorAnswer(err, ctx.state.requestId ?? newRequestId(), logger, ctx.path);
+      ctx.status = answer.status;
+      for (const [name, value] of answer.headers) ctx.set(name, value);
+      ctx.body = answer.body;
     }
   };
 }

@@ -7,6 +7,8 @@ export interface Logger {
   info(msg: string, fields?: Record<string, unknown>): void;
   debug(msg: string, fields?: Record<string, unknown>): void;
   child(fields: Record<string, unknown>): Logger;
+  /** Whether lines at `level` are written: skip building what would be thrown away. */
+  enabled(level: Exclude<LogLevel, 'silent'>): boolean;
 }
 
 /**
@@ -28,5 +30,6 @@ export function createLogger(
     info: emit('info'),
     debug: emit('debug'),
     child: (fields) => createLogger(level, { ...base, ...fields }, write),
+    enabled: (lvl) => order[lvl] <= order[level],
   };
 }

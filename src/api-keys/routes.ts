@@ -1,10 +1,9 @@
 import type { IncomingMessage } from 'node:http';
-import type { RouterContext } from '@koa/router';
 import { z } from 'zod';
 import { ApiError } from '../errors.ts';
 import { CidrError, cidrWithin, parseCidrs } from '../http/client-ip.ts';
+import type { ApiContext, ApiHandler } from '../resource-server/routes.ts';
 import { jsonBody, parse, singleLine } from '../resource-server/schemas.ts';
-import type { AuthState } from '../verification/require-auth.ts';
 import type { AuthContext } from '../verification/types.ts';
 import type { Environment } from './format.ts';
 import { ApiKeyRuleError, MAX_ROLL_GRACE_SECONDS, statusOf, type ApiKeyService } from './service.ts';
@@ -20,13 +19,12 @@ export interface ApiKeyRouteDeps {
   now?: () => number;
 }
 
-type Handler = (ctx: RouterContext<AuthState>) => Promise<void>;
 export type ApiKeyRouteKey = 'GET /api-keys' | 'POST /api-keys' | 'GET /api-keys/:id' | 'DELETE /api-keys/:id' | 'POST /api-keys/:id/roll' | 'GET /api-keys/:id/events';
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 const KEY_ID = /^key_[0-9a-f]{32}$/;
 /** Whether the request carries a body at all (a length, or chunks). */
-const hasBody = (ctx: RouterContext<AuthState>) => (ctx.request.length ?? 0) > 0 || ctx.get('transfer-encoding') !== '';
+const hasBody = (ctx: ApiContext) => (ctx.request.length ?? 0) > 0 || ctx.get('transfer-encoding') !== '';
 
 /**
  * A key that makes a key passes on its own limits: the new key expires no later and works from
@@ -86,7 +84,7 @@ function managerOf(auth: AuthContext): { userId: string; environments: readonly 
   return { userId: auth.userId, environments: ['test', 'live'] };
 }
 
-export function apiKeyHandlers(deps: ApiKeyRouteDeps): Record<ApiKeyRouteKey, Handler> {
+export function apiKeyHandlers(deps: ApiKeyRouteDeps): Record<ApiKeyRouteKey, ApiHandler> {
   const now = deps.now ?? Date.now;
   const scope = z.enum(deps.knownScopes as [string, ...string[]]);
   const environment = z.enum(['test', 'live']);
@@ -110,7 +108,7 @@ export function apiKeyHandlers(deps: ApiKeyRouteDeps): Record<ApiKeyRouteKey, Ha
   };
 
   /** The caller's key with this id; another account's key, or another environment's, is not found. */
-  const ownKey = async (ctx: RouterContext<AuthState>): Promise<{ key: ApiKey; userId: string }> => {
+  const ownKey = async (ctx: ApiContext): Promise<{ key: ApiKey; userId: string }> => {
     const { userId, environments } = managerOf(ctx.state.auth);
     const id = ctx.params.id ?? '';
     const key = KEY_ID.test(id) ? await deps.service.find(userId, id) : undefined;
@@ -144,7 +142,7 @@ export function apiKeyHandlers(deps: ApiKeyRouteDeps): Record<ApiKeyRouteKey, Ha
       ctx.status = 201;
       ctx.set('Location', `/api-keys/${created.key.id}`);
       // The only time the secret is ever shown.
-      ctx.body = { ...present(created.key, now()), key: created.secret };
+      return { ...present(created.key, now()), key: created.secret };
     },
 
     async 'GET /api-keys'(ctx) {
@@ -154,19 +152,19 @@ export function apiKeyHandlers(deps: ApiKeyRouteDeps): Record<ApiKeyRouteKey, Ha
       await deps.usage.flush();
       const keys = (await deps.service.list(userId, query.environment)).filter((k) => environments.includes(k.environment));
       const at = now();
-      ctx.body = { data: keys.map((k) => present(k, at)) };
+      return { data: keys.map((k) => present(k, at)) };
     },
 
     async 'GET /api-keys/:id'(ctx) {
       await deps.usage.flush();
       const { key } = await ownKey(ctx);
-      ctx.body = present(key, now());
+      return present(key, now());
     },
 
     async 'DELETE /api-keys/:id'(ctx) {
       const { key, userId } = await ownKey(ctx);
       const revoked = await deps.service.revoke(userId, key.id, deps.clientIp(ctx.req));
-      ctx.body = present(revoked ?? key, now());
+      return present(revoked ?? key, now());
     },
 
     async 'POST /api-keys/:id/roll'(ctx) {
@@ -175,7 +173,7 @@ export function apiKeyHandlers(deps: ApiKeyRouteDeps): Record<ApiKeyRouteKey, Ha
       if (key.revokedAt !== null) throw new ApiError('conflict', `API key ${key.id} is revoked; create a new key instead.`);
       const rolled = await deps.service.roll(userId, key.id, expires_in, deps.clientIp(ctx.req)).catch(badInput);
       if (!rolled) throw new ApiError('conflict', `API key ${key.id} is revoked; create a new key instead.`);
-      ctx.body = { ...present(rolled.key, now()), key: rolled.secret, previous_key_expires_at: iso(rolled.previousExpiresAt) };
+      return { ...present(rolled.key, now()), key: rolled.secret, previous_key_expires_at: iso(rolled.previousExpiresAt) };
     },
 
     async 'GET /api-keys/:id/events'(ctx) {
@@ -183,7 +181,7 @@ export function apiKeyHandlers(deps: ApiKeyRouteDeps): Record<ApiKeyRouteKey, Ha
       await deps.usage.flush();
       const { key } = await ownKey(ctx);
       const events = await deps.service.events(key.id, limit);
-      ctx.body = { data: events.map((e) => ({ type: e.type, ip: e.ip, detail: e.detail, created_at: iso(e.createdAt) })) };
+      return { data: events.map((e) => ({ type: e.type, ip: e.ip, detail: e.detail, created_at: iso(e.createdAt) })) };
     },
   };
 }

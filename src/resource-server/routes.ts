@@ -1,8 +1,9 @@
-import Router, { type RouterContext } from '@koa/router';
+import FindMyWay, { type HTTPMethod } from 'find-my-way';
+import type { ParameterizedContext } from 'koa';
 import { apiKeyHandlers, type ApiKeyRouteDeps } from '../api-keys/routes.ts';
 import { ApiError } from '../errors.ts';
 import type { UserStore } from '../accounts/store.ts';
-import { requireAuth, type AuthState } from '../verification/require-auth.ts';
+import { authenticate, type AuthState } from '../verification/require-auth.ts';
 import type { AuthContext, CredentialVerifier } from '../verification/types.ts';
 import { jsonBody, newProject, newUser, page, parse, resourceId, userChanges } from './schemas.ts';
 import { DuplicateError, type Environment, type ResourceStore } from './store.ts';
@@ -33,7 +34,10 @@ export const routeScopes = {
 } as const satisfies Record<string, readonly string[]>;
 
 export type RouteKey = keyof typeof routeScopes;
-type Handler = (ctx: RouterContext<AuthState>) => Promise<void>;
+/** A request to one of these routes: requireAuth's `state.auth`, and the path's `:id`. */
+export type ApiContext = ParameterizedContext<AuthState> & { params: { id?: string } };
+/** Answers with the JSON it returns (200 unless it sets ctx.status), or throws an ApiError. */
+export type ApiHandler = (ctx: ApiContext) => unknown;
 
 export interface RouteDeps {
   store: ResourceStore;
@@ -52,9 +56,10 @@ function found<T>(value: T | undefined, what: string, id: string): T {
   return value;
 }
 
-function verifyResponse(ctx: RouterContext<AuthState>): Promise<void> {
+/** The guide's /v1/auth/verify answer: who the credential is and what it may do. */
+function verifyResponse(ctx: ApiContext) {
   const { auth } = ctx.state;
-  ctx.body = {
+  return {
     authenticated: true,
     user_id: auth.userId,
     client_id: auth.clientId,
@@ -63,11 +68,10 @@ function verifyResponse(ctx: RouterContext<AuthState>): Promise<void> {
     auth_method: auth.method,
     ...(auth.method === 'api_key' ? { environment: auth.environment, key_id: auth.keyId } : {}),
   };
-  return Promise.resolve();
 }
 
-function handlers({ store, accounts, apiKeys }: RouteDeps): Record<RouteKey, Handler> {
-  const idOf = (ctx: RouterContext<AuthState>, what: string) => {
+function handlers({ store, accounts, apiKeys }: RouteDeps): Record<RouteKey, ApiHandler> {
+  const idOf = (ctx: ApiContext, what: string) => {
     const id = ctx.params.id ?? '';
     // A malformed id cannot exist; answering 404 keeps ids opaque to callers.
     if (!resourceId.safeParse(id).success) throw notFound(what, id);
@@ -86,29 +90,29 @@ function handlers({ store, accounts, apiKeys }: RouteDeps): Record<RouteKey, Han
       }
       const user = await accounts.findById(auth.userId);
       if (!user) throw notFound('user', auth.userId);
-      ctx.body = { id: user.id, email: user.email, name: user.name, created_at: user.createdAt.toISOString() };
+      return { id: user.id, email: user.email, name: user.name, created_at: user.createdAt.toISOString() };
     },
 
     async 'GET /v1/users'(ctx) {
       const { limit, offset } = parse(page, ctx.query, 'query');
-      ctx.body = { data: await store.users.list(environmentOf(ctx.state.auth), { limit, offset }), limit, offset };
+      return { data: await store.users.list(environmentOf(ctx.state.auth), { limit, offset }), limit, offset };
     },
 
     async 'GET /v1/users/:id'(ctx) {
       const id = idOf(ctx, 'user');
-      ctx.body = found(await store.users.find(environmentOf(ctx.state.auth), id), 'user', id);
+      return found(await store.users.find(environmentOf(ctx.state.auth), id), 'user', id);
     },
 
     async 'POST /v1/users'(ctx) {
       const input = await jsonBody(ctx, newUser);
       ctx.status = 201;
-      ctx.body = await store.users.create(environmentOf(ctx.state.auth), input, actorOf(ctx.state.auth));
+      return await store.users.create(environmentOf(ctx.state.auth), input, actorOf(ctx.state.auth));
     },
 
     async 'PATCH /v1/users/:id'(ctx) {
       const id = idOf(ctx, 'user');
       const changes = await jsonBody(ctx, userChanges);
-      ctx.body = found(await store.users.update(environmentOf(ctx.state.auth), id, changes), 'user', id);
+      return found(await store.users.update(environmentOf(ctx.state.auth), id, changes), 'user', id);
     },
 
     async 'DELETE /v1/users/:id'(ctx) {
@@ -119,35 +123,57 @@ function handlers({ store, accounts, apiKeys }: RouteDeps): Record<RouteKey, Han
 
     async 'GET /v1/projects'(ctx) {
       const { limit, offset } = parse(page, ctx.query, 'query');
-      ctx.body = { data: await store.projects.list(environmentOf(ctx.state.auth), { limit, offset }), limit, offset };
+      return { data: await store.projects.list(environmentOf(ctx.state.auth), { limit, offset }), limit, offset };
     },
 
     async 'POST /v1/projects'(ctx) {
       const input = await jsonBody(ctx, newProject);
       ctx.status = 201;
-      ctx.body = await store.projects.create(environmentOf(ctx.state.auth), input, actorOf(ctx.state.auth));
+      return await store.projects.create(environmentOf(ctx.state.auth), input, actorOf(ctx.state.auth));
     },
   };
 }
 
-/** The companion API's routes, each guarded by requireAuth with the scopes from `routeScopes`. */
-export function createApiRoutes(deps: RouteDeps): Router<AuthState> {
-  const router = new Router<AuthState>();
+/** A routed request: authenticate, then answer with the handler's JSON (see ApiHandler). */
+export type ApiRoute = (ctx: ApiContext) => Promise<unknown>;
+
+/**
+ * The companion API's routes, each guarded by `authenticate` with the scopes from `routeScopes`,
+ * in find-my-way's compiled tree (static paths before `:id`, a trailing slash ignored, HEAD
+ * answered as GET). Returns the route for a request, or undefined for an unknown path; a known
+ * path with another method is a 405 naming the allowed ones.
+ */
+export function createApiRoutes(deps: RouteDeps): (ctx: ParameterizedContext<AuthState>) => ApiRoute | undefined {
+  const router = FindMyWay({ ignoreTrailingSlash: true });
   const handle = handlers(deps);
+  const methods = new Set<HTTPMethod>();
   for (const [route, scopes] of Object.entries(routeScopes) as [RouteKey, readonly string[]][]) {
-    const [method, path] = route.split(' ') as [string, string];
+    const [method, path] = route.split(' ') as [HTTPMethod, string];
     const handler = handle[route];
-    router.register(path, [method], [
-      requireAuth({ verifiers: deps.verifiers, scopes }),
-      async (ctx) => {
-        try {
-          await handler(ctx);
-        } catch (err) {
-          if (err instanceof DuplicateError) throw new ApiError('conflict', `${err.message}.`);
-          throw err;
-        }
-      },
-    ]);
+    const guarded: ApiRoute = async (ctx) => {
+      await authenticate(ctx, deps.verifiers, scopes);
+      try {
+        return await handler(ctx);
+      } catch (err) {
+        // A store's DuplicateError is the caller's conflict, not a server error.
+        if (err instanceof DuplicateError) throw new ApiError('conflict', `${err.message}.`);
+        throw err;
+      }
+    };
+    methods.add(method);
+    // find-my-way's handler slot is typed for bare Node handlers; our route rides in its store.
+    router.on(method, path, () => undefined, guarded);
   }
-  return router;
+  router.compile();
+
+  return (ctx) => {
+    const found = router.find(ctx.method === 'HEAD' ? 'GET' : (ctx.method as HTTPMethod), ctx.path);
+    if (found) {
+      (ctx as ApiContext).params = found.params;
+      return found.store as ApiRoute;
+    }
+    const allowed = [...methods].filter((method) => router.find(method, ctx.path));
+    if (allowed.length === 0) return undefined;
+    throw new ApiError('method_not_allowed', `${ctx.method} is not allowed on ${ctx.path}; allowed: ${allowed.join(', ')}.`, undefined, { Allow: allowed.join(', ') });
+  };
 }

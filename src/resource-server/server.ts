@@ -1,15 +1,17 @@
 import type http from 'node:http';
-import Koa, { type Context, type Next } from 'koa';
+import Koa, { type ParameterizedContext } from 'koa';
 import { createUserStore } from '../accounts/store.ts';
 import { createApiKeys } from '../api-keys/index.ts';
 import { apiScopes, type Config } from '../config.ts';
 import type { Database } from '../db/knex.ts';
-import { ApiError, assignRequestId, errorResponder } from '../errors.ts';
+import { ApiError, errorAnswer, requestIdOf } from '../errors.ts';
+import { sendJson } from '../http/send-json.ts';
 import { createClientIp } from '../http/client-ip.ts';
 import { createLogger, type Logger } from '../logger.ts';
 import { createTokenVerifiers } from '../verification/token-verifiers.ts';
+import type { AuthState } from '../verification/require-auth.ts';
 import type { CredentialVerifier } from '../verification/types.ts';
-import { createApiRoutes } from './routes.ts';
+import { createApiRoutes, type ApiContext } from './routes.ts';
 import { createResourceStore } from './store.ts';
 import { closeGracefully, startHttpServer } from '../http/server.ts';
 
@@ -32,24 +34,41 @@ export interface ApiServer {
 }
 
 /**
- * What every request gets, in one layer: a request id, `Cache-Control: no-store` (answers depend
- * on the caller's credential, so no shared cache may keep them), and one log line carrying the
- * request id but never the query string (it may hold a token).
+ * The whole request in one layer: a request id (echoed in X-Request-ID, in every error body and
+ * log line), the route, `Cache-Control: no-store` (answers depend on the caller's credential, so
+ * no shared cache may keep them), errors in the guide's shape, and one log line that never
+ * carries the query string (it may hold a token). The answer is written with sendJson.
  */
-function envelope(logger: Logger) {
-  return async (ctx: Context, next: Next) => {
-    const started = performance.now();
-    assignRequestId(ctx);
-    ctx.set('Cache-Control', 'no-store');
+function handleRequests(routeFor: ReturnType<typeof createApiRoutes>, logger: Logger) {
+  const logRequests = logger.enabled('info');
+  return async (ctx: ParameterizedContext<AuthState>) => {
+    const started = logRequests ? performance.now() : 0;
+    const requestId = requestIdOf(ctx);
+    const headers = ['X-Request-ID', requestId, 'Cache-Control', 'no-store'];
+    let status: number;
+    let body: unknown;
     try {
-      await next();
-    } finally {
-      const auth = ctx.state.auth as { method?: string; clientId?: string | null; keyId?: string } | undefined;
+      const route = routeFor(ctx);
+      if (!route) throw new ApiError('not_found', `No route for ${ctx.method} ${ctx.path}.`);
+      // Routed: 200 unless the handler says otherwise.
+      ctx.res.statusCode = 200;
+      body = await route(ctx as ApiContext);
+      status = ctx.status;
+    } catch (err) {
+      const answer = errorAnswer(err, requestId, logger, ctx.path);
+      status = answer.status;
+      body = answer.body;
+      headers.length = 2;
+      for (const [name, value] of answer.headers) headers.push(name, value);
+    }
+    sendJson(ctx, status, body, headers);
+    if (logRequests) {
+      const { auth } = ctx.state as Partial<AuthState>;
       logger.info('request', {
-        request_id: ctx.state.requestId,
+        request_id: requestId,
         method: ctx.method,
         path: ctx.path,
-        status: ctx.status,
+        status,
         ms: Math.round((performance.now() - started) * 10) / 10,
         ...(auth ? { auth_method: auth.method, client_id: auth.clientId ?? undefined, key_id: auth.keyId } : {}),
       });
@@ -80,7 +99,7 @@ export function createApiServer(config: Config, options: ApiServerOptions): ApiS
       now: options.now,
     }),
   ];
-  const router = createApiRoutes({
+  const routes = createApiRoutes({
     store: createResourceStore(options.db.knex),
     accounts: createUserStore(options.db.knex),
     verifiers,
@@ -88,18 +107,8 @@ export function createApiServer(config: Config, options: ApiServerOptions): ApiS
   });
 
   const app = new Koa({ proxy: config.trustProxy });
-  app.use(envelope(logger));
-  app.use(errorResponder(logger));
-  app.use(async (ctx, next) => {
-    await next();
-    // allowedMethods() answers 405 (with an Allow header) or 501 without a body: give it ours.
-    if ((ctx.status === 405 || ctx.status === 501) && ctx.body === undefined) {
-      throw new ApiError('method_not_allowed', `${ctx.method} is not allowed on ${ctx.path}${ctx.response.get('Allow') ? `; allowed: ${ctx.response.get('Allow')}` : ''}.`);
-    }
-  });
-  app.use(router.routes());
-  app.use(router.allowedMethods());
-  // Koa logs errors that reach it; ours are all rendered by errorResponder first.
+  app.use(handleRequests(routes, logger));
+  // Koa logs errors that reach it; ours are all rendered by the envelope first.
   app.silent = true;
 
   let server: http.Server | undefined;

@@ -43,26 +43,36 @@ export function bearerCredential(ctx: Context): string {
 }
 
 /**
- * Koa middleware: verifies the bearer credential with the first verifier that recognises it,
- * checks the scopes and sets `ctx.state.auth`. Failures are thrown as ApiErrors; mount
- * `errorResponder()` in front to render them in Latchkey's error format.
+ * Verifies the request's bearer credential with the first verifier that recognises it, sets
+ * `ctx.state.auth` (so a refusal for scope is still logged with who was refused) and checks that
+ * it carries one of `scopes` (none: any valid credential). Throws an ApiError otherwise.
+ */
+export async function authenticate(ctx: Context, verifiers: readonly CredentialVerifier[], scopes: readonly string[] = []): Promise<AuthContext> {
+  const credential = bearerCredential(ctx);
+  const verifier = verifiers.find((v) => v.claims(credential));
+  if (!verifier) throw new ApiError('invalid_token', 'The bearer credential is not a token or API key this service recognises.');
+  const auth = await verifier.verify(credential, ctx);
+  ctx.state.auth = auth;
+  if (!hasScope(auth.scopes, scopes)) {
+    verifier.refused?.(auth, scopes, ctx);
+    throw new ApiError(
+      'insufficient_scope',
+      `This request needs the ${scopes.map((s) => `"${s}"`).join(' or ')} scope; the credential has ${auth.scopes.length ? auth.scopes.join(', ') : 'no scopes'}.`,
+      scopes,
+    );
+  }
+  return auth;
+}
+
+/**
+ * Koa middleware: `authenticate`s the request (setting `ctx.state.auth`) and calls the next
+ * middleware. Failures are thrown as ApiErrors; mount `errorResponder()` in front to render them
+ * in Latchkey's error format.
  */
 export function requireAuth(options: RequireAuthOptions): Middleware<AuthState> {
-  const required = options.scopes ?? [];
+  const scopes = options.scopes ?? [];
   return async (ctx: Context, next: Next) => {
-    const credential = bearerCredential(ctx);
-    const verifier = options.verifiers.find((v) => v.claims(credential));
-    if (!verifier) throw new ApiError('invalid_token', 'The bearer credential is not a token or API key this service recognises.');
-    const auth = await verifier.verify(credential, ctx);
-    ctx.state.auth = auth;
-    if (!hasScope(auth.scopes, required)) {
-      verifier.refused?.(auth, required, ctx);
-      throw new ApiError(
-        'insufficient_scope',
-        `This request needs the ${required.map((s) => `"${s}"`).join(' or ')} scope; the credential has ${auth.scopes.length ? auth.scopes.join(', ') : 'no scopes'}.`,
-        required,
-      );
-    }
+    await authenticate(ctx, options.verifiers, scopes);
     await next();
   };
 }
