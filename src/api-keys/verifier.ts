@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http';
+import type { Context } from 'koa';
 import { ApiError } from '../errors.ts';
 import { cidrMatcher, createClientIp } from '../http/client-ip.ts';
 import { createCredentialCache, type CredentialCache } from '../verification/cache.ts';
@@ -86,38 +87,40 @@ export function createApiKeyVerifier(options: ApiKeyVerifierOptions): ApiKeyVeri
     return verified;
   };
 
+  /** Checked on every request, cached or not: expiry and the IP allowlist; then the use is counted. */
+  const admit = (key: VerifiedKey, ctx: Context, at: number): AuthContext => {
+    const ip = clientIp(ctx.req);
+    if (key.expiresAt && at >= key.expiresAt.getTime()) {
+      options.usage.event(key.auth.keyId!, 'rejected_expired', ip, { path: ctx.path }, at);
+      throw expiredError(key);
+    }
+    if (key.allowsIp && !key.allowsIp(ip)) {
+      options.usage.event(key.auth.keyId!, 'rejected_ip', ip, { path: ctx.path }, at);
+      throw outsideAllowlist(ip);
+    }
+    options.usage.used(key.auth.keyId!, ip, at);
+    return key.auth;
+  };
+
   return {
     claims: (credential) => KEY_PREFIX_SHAPE.test(credential),
 
-    async verify(credential, ctx) {
-      const parsed = parseApiKey(credential);
-      if (!parsed) throw mistypedApiKey();
+    verify(credential, ctx) {
+      if (!parseApiKey(credential)) throw mistypedApiKey();
       const at = now();
       const cached = cache.get(credential, at);
-      let key: VerifiedKey | undefined;
-      if (cached.state === 'miss') {
-        // Concurrent requests with the same key share one lookup.
-        let pending = inFlight.get(credential);
-        if (!pending) {
-          pending = load(credential).finally(() => inFlight.delete(credential));
-          inFlight.set(credential, pending);
-        }
-        key = await pending;
+      // Known (an expired key too: admit says so): answered without a promise.
+      if (cached.state !== 'miss') return admit(cached.auth, ctx, at);
+      // Concurrent requests with the same key share one lookup.
+      let pending = inFlight.get(credential);
+      if (!pending) {
+        pending = load(credential).finally(() => inFlight.delete(credential));
+        inFlight.set(credential, pending);
+      }
+      return pending.then((key) => {
         if (!key) throw invalidApiKey('it is unknown or has been revoked');
-      } else {
-        key = cached.auth;
-      }
-      const ip = clientIp(ctx.req);
-      if (key.expiresAt && at >= key.expiresAt.getTime()) {
-        options.usage.event(key.auth.keyId!, 'rejected_expired', ip, { path: ctx.path }, at);
-        throw expiredError(key);
-      }
-      if (key.allowsIp && !key.allowsIp(ip)) {
-        options.usage.event(key.auth.keyId!, 'rejected_ip', ip, { path: ctx.path }, at);
-        throw outsideAllowlist(ip);
-      }
-      options.usage.used(key.auth.keyId!, ip, at);
-      return key.auth;
+        return admit(key, ctx, at);
+      });
     },
 
     forget(keyId) {

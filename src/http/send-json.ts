@@ -9,15 +9,15 @@ const JSON_TYPE = 'application/json; charset=utf-8';
  * rows in bench/results.md). Headers a handler set with ctx.set are kept.
  */
 export function sendJson(ctx: Context, status: number, body: unknown, headers: string[]): void {
+  // 204, 205 and 304 carry no body, and neither does a handler that returned none.
+  const json = body === undefined || status === 204 || status === 205 || status === 304 ? undefined : JSON.stringify(body);
   ctx.respond = false;
   if (!ctx.writable) return;
-  // 204, 205 and 304 carry no body, and neither does a handler that returned none.
-  if (body === undefined || status === 204 || status === 205 || status === 304) {
+  if (json === undefined) {
     ctx.res.writeHead(status, headers);
     ctx.res.end();
     return;
   }
-  const json = JSON.stringify(body);
   headers.push('Content-Type', JSON_TYPE, 'Content-Length', String(Buffer.byteLength(json)));
   ctx.res.writeHead(status, headers);
   // HEAD: the headers of the GET answer, without its body.

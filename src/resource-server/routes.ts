@@ -134,8 +134,14 @@ function handlers({ store, accounts, apiKeys }: RouteDeps): Record<RouteKey, Api
   };
 }
 
-/** A routed request: authenticate, then answer with the handler's JSON (see ApiHandler). */
-export type ApiRoute = (ctx: ApiContext) => Promise<unknown>;
+/** A routed request: authenticate, then the handler's JSON, now or later (see CredentialVerifier.verify). */
+export type ApiRoute = (ctx: ApiContext) => unknown;
+
+/** A store's DuplicateError is the caller's conflict, not a server error. */
+const asConflict = (err: unknown): never => {
+  if (err instanceof DuplicateError) throw new ApiError('conflict', `${err.message}.`);
+  throw err;
+};
 
 /**
  * The companion API's routes, each guarded by `authenticate` with the scopes from `routeScopes`,
@@ -150,15 +156,13 @@ export function createApiRoutes(deps: RouteDeps): (ctx: ParameterizedContext<Aut
   for (const [route, scopes] of Object.entries(routeScopes) as [RouteKey, readonly string[]][]) {
     const [method, path] = route.split(' ') as [HTTPMethod, string];
     const handler = handle[route];
-    const guarded: ApiRoute = async (ctx) => {
-      await authenticate(ctx, deps.verifiers, scopes);
-      try {
-        return await handler(ctx);
-      } catch (err) {
-        // A store's DuplicateError is the caller's conflict, not a server error.
-        if (err instanceof DuplicateError) throw new ApiError('conflict', `${err.message}.`);
-        throw err;
-      }
+    const answer = (ctx: ApiContext) => {
+      const body = handler(ctx);
+      return body instanceof Promise ? body.catch(asConflict) : body;
+    };
+    const guarded: ApiRoute = (ctx) => {
+      const auth = authenticate(ctx, deps.verifiers, scopes);
+      return auth instanceof Promise ? auth.then(() => answer(ctx)) : answer(ctx);
     };
     methods.add(method);
     // find-my-way's handler slot is typed for bare Node handlers; our route rides in its store.

@@ -37,42 +37,51 @@ export interface ApiServer {
  * The whole request in one layer: a request id (echoed in X-Request-ID, in every error body and
  * log line), the route, `Cache-Control: no-store` (answers depend on the caller's credential, so
  * no shared cache may keep them), errors in the guide's shape, and one log line that never
- * carries the query string (it may hold a token). The answer is written with sendJson.
+ * carries the query string (it may hold a token). The answer is written with sendJson; a request
+ * answered from memory takes no promise at all (see CredentialVerifier.verify).
  */
 function handleRequests(routeFor: ReturnType<typeof createApiRoutes>, logger: Logger) {
   const logRequests = logger.enabled('info');
-  return async (ctx: ParameterizedContext<AuthState>) => {
+
+  const send = (ctx: ParameterizedContext<AuthState>, status: number, body: unknown, headers: string[], started: number) => {
+    sendJson(ctx, status, body, headers);
+    if (!logRequests) return;
+    const { auth } = ctx.state as Partial<AuthState>;
+    logger.info('request', {
+      request_id: headers[1],
+      method: ctx.method,
+      path: ctx.path,
+      status,
+      ms: Math.round((performance.now() - started) * 10) / 10,
+      ...(auth ? { auth_method: auth.method, client_id: auth.clientId ?? undefined, key_id: auth.keyId } : {}),
+    });
+  };
+  const fail = (ctx: ParameterizedContext<AuthState>, requestId: string, err: unknown, started: number) => {
+    const answer = errorAnswer(err, requestId, logger, ctx.path);
+    const headers = ['X-Request-ID', requestId];
+    for (const [name, value] of answer.headers) headers.push(name, value);
+    send(ctx, answer.status, answer.body, headers, started);
+  };
+  const succeed = (ctx: ParameterizedContext<AuthState>, requestId: string, body: unknown, started: number) => {
+    send(ctx, ctx.status, body, ['X-Request-ID', requestId, 'Cache-Control', 'no-store'], started);
+  };
+
+  return (ctx: ParameterizedContext<AuthState>) => {
     const started = logRequests ? performance.now() : 0;
     const requestId = requestIdOf(ctx);
-    const headers = ['X-Request-ID', requestId, 'Cache-Control', 'no-store'];
-    let status: number;
     let body: unknown;
     try {
       const route = routeFor(ctx);
       if (!route) throw new ApiError('not_found', `No route for ${ctx.method} ${ctx.path}.`);
       // Routed: 200 unless the handler says otherwise.
       ctx.res.statusCode = 200;
-      body = await route(ctx as ApiContext);
-      status = ctx.status;
+      body = route(ctx as ApiContext);
     } catch (err) {
-      const answer = errorAnswer(err, requestId, logger, ctx.path);
-      status = answer.status;
-      body = answer.body;
-      headers.length = 2;
-      for (const [name, value] of answer.headers) headers.push(name, value);
+      fail(ctx, requestId, err, started);
+      return;
     }
-    sendJson(ctx, status, body, headers);
-    if (logRequests) {
-      const { auth } = ctx.state as Partial<AuthState>;
-      logger.info('request', {
-        request_id: requestId,
-        method: ctx.method,
-        path: ctx.path,
-        status,
-        ms: Math.round((performance.now() - started) * 10) / 10,
-        ...(auth ? { auth_method: auth.method, client_id: auth.clientId ?? undefined, key_id: auth.keyId } : {}),
-      });
-    }
+    if (body instanceof Promise) return body.then((value) => succeed(ctx, requestId, value, started), (err) => fail(ctx, requestId, err, started));
+    succeed(ctx, requestId, body, started);
   };
 }
 

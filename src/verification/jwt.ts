@@ -78,33 +78,37 @@ export function createJwtVerifier(options: JwtVerifierOptions): CredentialVerifi
     return keys;
   };
 
+  const verifySignature = async (credential: string): Promise<AuthContext> => {
+    try {
+      const { issuer, jwks } = await keySet();
+      const { payload } = await jwtVerify(credential, jwks, {
+        issuer,
+        audience: options.audience,
+        algorithms,
+        typ: 'at+jwt',
+        clockTolerance,
+        currentDate: new Date(now()),
+        requiredClaims: ['exp', 'iat', 'sub', 'client_id', 'jti'],
+      });
+      // A sender-constrained token (DPoP, mTLS) is only valid with a proof this service does not check.
+      if (payload.cnf !== undefined) throw invalid('it is bound to a proof of possession this API does not accept');
+      const auth = authFromJwt(payload, 'jwt');
+      // A JWT cannot be revoked, so it may be trusted until it expires.
+      options.cache?.set(credential, auth, auth.expiresAt?.getTime() ?? 0);
+      return auth;
+    } catch (err) {
+      throw toApiError(err);
+    }
+  };
+
   return {
     claims: (credential) => JWT_SHAPE.test(credential),
 
-    async verify(credential) {
+    verify(credential) {
       const cached = options.cache?.get(credential, now());
       if (cached?.state === 'valid') return cached.auth;
       if (cached?.state === 'expired') throw new ApiError('token_expired', 'The access token has expired.');
-      try {
-        const { issuer, jwks } = await keySet();
-        const { payload } = await jwtVerify(credential, jwks, {
-          issuer,
-          audience: options.audience,
-          algorithms,
-          typ: 'at+jwt',
-          clockTolerance,
-          currentDate: new Date(now()),
-          requiredClaims: ['exp', 'iat', 'sub', 'client_id', 'jti'],
-        });
-        // A sender-constrained token (DPoP, mTLS) is only valid with a proof this service does not check.
-        if (payload.cnf !== undefined) throw invalid('it is bound to a proof of possession this API does not accept');
-        const auth = authFromJwt(payload, 'jwt');
-        // A JWT cannot be revoked, so it may be trusted until it expires.
-        options.cache?.set(credential, auth, auth.expiresAt?.getTime() ?? 0);
-        return auth;
-      } catch (err) {
-        throw toApiError(err);
-      }
+      return verifySignature(credential);
     },
   };
 }

@@ -1,6 +1,6 @@
 import type { Context, Middleware, Next } from 'koa';
 import { ApiError } from '../errors.ts';
-import type { AuthContext, CredentialVerifier } from './types.ts';
+import type { AuthContext, CredentialVerifier, MaybePromise } from './types.ts';
 
 /** What `requireAuth` adds to `ctx.state`: write `new Router<AuthState>()` to have it typed. */
 export interface AuthState {
@@ -42,16 +42,8 @@ export function bearerCredential(ctx: Context): string {
   return match[1]!;
 }
 
-/**
- * Verifies the request's bearer credential with the first verifier that recognises it, sets
- * `ctx.state.auth` (so a refusal for scope is still logged with who was refused) and checks that
- * it carries one of `scopes` (none: any valid credential). Throws an ApiError otherwise.
- */
-export async function authenticate(ctx: Context, verifiers: readonly CredentialVerifier[], scopes: readonly string[] = []): Promise<AuthContext> {
-  const credential = bearerCredential(ctx);
-  const verifier = verifiers.find((v) => v.claims(credential));
-  if (!verifier) throw new ApiError('invalid_token', 'The bearer credential is not a token or API key this service recognises.');
-  const auth = await verifier.verify(credential, ctx);
+/** Sets `ctx.state.auth` (so a refusal for scope is still logged with who was refused), then checks the scope. */
+function admit(ctx: Context, verifier: CredentialVerifier, auth: AuthContext, scopes: readonly string[]): AuthContext {
   ctx.state.auth = auth;
   if (!hasScope(auth.scopes, scopes)) {
     verifier.refused?.(auth, scopes, ctx);
@@ -62,6 +54,19 @@ export async function authenticate(ctx: Context, verifiers: readonly CredentialV
     );
   }
   return auth;
+}
+
+/**
+ * Verifies the request's bearer credential with the first verifier that recognises it, sets
+ * `ctx.state.auth` and checks that it carries one of `scopes` (none: any valid credential).
+ * Throws an ApiError otherwise. A credential verified from memory is answered without a promise.
+ */
+export function authenticate(ctx: Context, verifiers: readonly CredentialVerifier[], scopes: readonly string[] = []): MaybePromise<AuthContext> {
+  const credential = bearerCredential(ctx);
+  const verifier = verifiers.find((v) => v.claims(credential));
+  if (!verifier) throw new ApiError('invalid_token', 'The bearer credential is not a token or API key this service recognises.');
+  const verified = verifier.verify(credential, ctx);
+  return verified instanceof Promise ? verified.then((auth) => admit(ctx, verifier, auth, scopes)) : admit(ctx, verifier, verified, scopes);
 }
 
 /**

@@ -21,14 +21,21 @@ export interface AuthContext {
   ipAllowlist?: readonly string[];
 }
 
+/** A value now, or a promise of it later. */
+export type MaybePromise<T> = T | Promise<T>;
+
 /**
- * One kind of bearer credential. `requireAuth` asks each verifier in turn whether the credential
+ * One kind of bearer credential. `authenticate` asks each verifier in turn whether the credential
  * looks like its kind (cheaply, without I/O) and lets the first that claims it decide.
- * `verify` throws an ApiError (invalid_token, token_expired, invalid_api_key, ...) on failure.
  */
 export interface CredentialVerifier {
   claims(credential: string): boolean;
-  verify(credential: string, ctx: Context): Promise<AuthContext>;
+  /**
+   * Who is calling, or an ApiError (invalid_token, token_expired, invalid_api_key, ...) thrown or
+   * rejected. What is answered from memory comes back as a value, not a promise: on Node 20 every
+   * promise costs extra once any AsyncLocalStorage is in use, and oidc-provider uses one.
+   */
+  verify(credential: string, ctx: Context): MaybePromise<AuthContext>;
   /** Told when a verified credential lacked the scope a route needs (API keys log it for their owner). */
   refused?(auth: AuthContext, requiredScopes: readonly string[], ctx: Context): void;
 }
