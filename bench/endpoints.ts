@@ -14,6 +14,8 @@ export interface Endpoint {
   targets: readonly TargetId[];
   /** What this row means, for results.md (e.g. how "cold" is defined). */
   definition?: string;
+  /** Served by the companion API's process (its RSS is this row's), not the authorization server's. */
+  companionApi?: boolean;
   /** Builds the load against a running server; checks once that the endpoint answers as expected. */
   prepare(fx: ServerFixtures): Promise<LoadPlan>;
 }
@@ -189,6 +191,7 @@ export const endpoints: readonly Endpoint[] = [
     label: 'API verify: JWT, cold',
     mode: 'jwt',
     targets: COMPANION_API,
+    companionApi: true,
     definition: 'GET /v1/auth/verify with a JWT access token at a copy of the companion API whose credential cache is off: every request checks the ES256 signature and the claims (the JWKS is fetched once, as always).',
     prepare: async (fx) => verifyAt(fx.apiNoCacheUrl, await accessToken(fx, 'jwt')),
   },
@@ -197,6 +200,7 @@ export const endpoints: readonly Endpoint[] = [
     label: 'API verify: JWT, cached',
     mode: 'jwt',
     targets: COMPANION_API,
+    companionApi: true,
     definition: 'GET /v1/auth/verify with one JWT access token, verified once and then served from the credential cache.',
     prepare: async (fx) => verifyAt(fx.apiUrl, await accessToken(fx, 'jwt')),
   },
@@ -205,6 +209,7 @@ export const endpoints: readonly Endpoint[] = [
     label: 'API verify: opaque, cached',
     mode: 'opaque',
     targets: COMPANION_API,
+    companionApi: true,
     definition: 'GET /v1/auth/verify with one opaque access token, introspected once and then cached (for VERIFICATION_CACHE_SECONDS, 30 s by default, longer than a run).',
     prepare: async (fx) => verifyAt(fx.apiUrl, await accessToken(fx, 'opaque')),
   },
@@ -213,6 +218,7 @@ export const endpoints: readonly Endpoint[] = [
     label: 'API verify: API key, hit',
     mode: 'opaque',
     targets: COMPANION_API,
+    companionApi: true,
     definition: 'GET /v1/auth/verify with an existing sk_live_ key: looked up once, then served from the key cache (usage is recorded in memory and written in batches).',
     prepare: async (fx) => verifyAt(fx.apiUrl, fx.apiKeys!.valid),
   },
@@ -221,6 +227,7 @@ export const endpoints: readonly Endpoint[] = [
     label: 'API verify: API key, miss',
     mode: 'opaque',
     targets: COMPANION_API,
+    companionApi: true,
     definition: 'GET /v1/auth/verify with an existing sk_live_ key at the copy of the companion API whose key cache is off: every request looks the key up in the database (one indexed query), checks it and records its use in memory.',
     prepare: async (fx) => verifyAt(fx.apiNoCacheUrl, fx.apiKeys!.valid),
   },
@@ -229,6 +236,7 @@ export const endpoints: readonly Endpoint[] = [
     label: 'API verify: API key, unknown',
     mode: 'opaque',
     targets: COMPANION_API,
+    companionApi: true,
     definition: 'GET /v1/auth/verify with a well-formed key (valid checksum) that does not exist: every request looks it up in the database and answers 401.',
     prepare: (fx) => refusedAt(fx.apiUrl, fx.apiKeys!.unknown),
   },
@@ -237,6 +245,7 @@ export const endpoints: readonly Endpoint[] = [
     label: 'API verify: API key, bad checksum',
     mode: 'opaque',
     targets: COMPANION_API,
+    companionApi: true,
     definition: 'GET /v1/auth/verify with a key whose checksum does not match: refused with 401 before any lookup.',
     prepare: (fx) => refusedAt(fx.apiUrl, fx.apiKeys!.badChecksum),
   },

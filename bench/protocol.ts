@@ -1,6 +1,6 @@
 /** What the benchmark tells a server process to start, and what the server reports back. */
 
-export type ServerKind = 'koa' | 'peer' | 'latchkey';
+export type ServerKind = 'koa' | 'peer' | 'latchkey' | 'latchkey-api';
 export type TokenMode = 'opaque' | 'jwt';
 export type DatabaseKind = 'sqlite' | 'postgres';
 
@@ -12,6 +12,8 @@ export interface ServerSpec {
   /** Where temporary SQLite files go. */
   tmpDir: string;
   postgresUrl?: string;
+  /** latchkey-api: the authorization server it stands beside, and the database they share. */
+  beside?: { authServerUrl: string; databaseUrl: string; introspector: ClientCredentials };
 }
 
 export interface ClientCredentials {
@@ -22,7 +24,9 @@ export interface ClientCredentials {
 export interface ServerFixtures {
   /** Base URL of the authorization server (or of the hello-world app). */
   url: string;
-  /** The companion API with its credential cache, as `latchkey serve` runs it. */
+  /** Latchkey: the database, for the companion API's process. */
+  databaseUrl?: string;
+  /** The companion API with its credential cache, in its own process as `latchkey api` runs it. */
   apiUrl?: string;
   /** The same API with the credential cache turned off: every request verifies from scratch. */
   apiNoCacheUrl?: string;

@@ -146,7 +146,7 @@ ${rss}
 ## What the rows mean
 
 - Every server runs in its own process, pinned to one core; the load generator runs on the other.
-- Latchkey runs as \`latchkey serve\` does (authorization server and companion API in one process), with LOG_LEVEL=warn; the peer writes no logs either.
+- Latchkey's authorization server and its companion API run as two processes sharing one database, as \`latchkey api\` runs beside the authorization server, both with LOG_LEVEL=warn; the peer writes no logs either. The API rows' peak RSS is the API process's.
 - Latency is measured per response by the load generator (every status, sub-millisecond); "failed" counts responses with an unexpected status, errors and timeouts.
 - Peak RSS is the server process's high-water mark during that row (Linux clear_refs), in MiB. The
   authorization-code flow hashes passwords with scrypt (32 MiB each, on libuv's threads); glibc keeps

@@ -94,24 +94,38 @@ async function main(): Promise<void> {
     .flatMap((e) => e.targets.filter(available).map((target) => ({ endpoint: e, target })));
 
   const instanceName = (target: TargetId, mode: TokenMode) => `${targetLabels[target]}${target === 'H' ? '' : `, ${mode}`}`;
-  const needed = new Map<string, { target: TargetId; mode: TokenMode }>();
-  for (const { endpoint, target } of plan) needed.set(instanceName(target, endpoint.mode), { target, mode: endpoint.mode });
+  const apiName = (instance: string) => `${instance}: companion API`;
+  const needed = new Map<string, { target: TargetId; mode: TokenMode; api: boolean }>();
+  for (const { endpoint, target } of plan) {
+    const name = instanceName(target, endpoint.mode);
+    needed.set(name, { target, mode: endpoint.mode, api: Boolean(needed.get(name)?.api || endpoint.companionApi) });
+  }
   log(`starting ${needed.size} servers${cpus ? ` on CPU ${cpus.server}, load on CPU ${cpus.load}` : ' (no taskset: unpinned)'}...`);
-  await Promise.all([...needed].map(async ([name, { target, mode }]) => {
-    servers.set(name, await startServer(name, specFor(target, mode, tmpDir, args.postgres!)));
+  await Promise.all([...needed].map(async ([name, { target, mode, api }]) => {
+    const server = await startServer(name, specFor(target, mode, tmpDir, args.postgres!));
+    servers.set(name, server);
+    if (!api) return;
+    // The companion API in its own process beside it, as `latchkey api` runs; the rows see both.
+    const fx = server.fixtures;
+    const beside = { authServerUrl: fx.url, databaseUrl: fx.databaseUrl!, introspector: fx.clients!.introspector };
+    const companion = await startServer(apiName(name), { kind: 'latchkey-api', mode, tmpDir, beside });
+    servers.set(apiName(name), companion);
+    server.fixtures = { ...fx, apiUrl: companion.fixtures.apiUrl, apiNoCacheUrl: companion.fixtures.apiNoCacheUrl };
   }));
 
   const rows: Row[] = [];
   const definitions: Record<string, string> = {};
   for (const { endpoint, target } of plan) {
     const server = servers.get(instanceName(target, endpoint.mode))!;
+    // Whose memory this row reports: the process that answers it.
+    const answering = endpoint.companionApi ? servers.get(apiName(instanceName(target, endpoint.mode)))! : server;
     if (endpoint.definition) definitions[endpoint.label] = endpoint.definition;
     process.stderr.write(`${endpoint.label} @ ${targetLabels[target]} ... `);
     const load = await endpoint.prepare(server.fixtures);
     await runLoad(load, { connections: settings.connections, seconds: settings.warmupSeconds });
-    server.resetPeakRss();
+    answering.resetPeakRss();
     const full = await runLoad(load, { connections: settings.connections, seconds: settings.seconds });
-    const peakRssMb = server.rss()?.peak;
+    const peakRssMb = answering.rss()?.peak;
     const half = target === 'H' ? undefined : await runPaced(load, { connections: settings.connections, seconds: settings.halfLoadSeconds, rate: full.rps / 2});
     rows.push({
       endpoint: endpoint.id,

@@ -14,6 +14,8 @@ async function boot(): Promise<{ fixtures: ServerFixtures; close(): Promise<void
       return (await import('./servers/peer.ts')).start(spec.mode);
     case 'latchkey':
       return (await import('./servers/latchkey.ts')).start(spec);
+    case 'latchkey-api':
+      return (await import('./servers/latchkey-api.ts')).start(spec);
     default:
       throw new Error(`unknown server kind ${String(spec.kind)}`);
   }

@@ -125,12 +125,30 @@ function fromHttpError(err: unknown): ApiError | undefined {
 export interface ErrorAnswer {
   status: number;
   /** Name, value pairs: WWW-Authenticate for credential errors, Cache-Control, and the error's own (Retry-After, Allow). */
-  headers: [string, string][];
+  headers: readonly (readonly [string, string])[];
   body: { error: ErrorCode; message: string; code: number; request_id: string; timestamp: string };
 }
 
 // Header values must be visible ASCII; a message may quote a path or an address.
 const headerSafe = (value: string) => value.replace(/["\\]|[^\x20-\x7e]/g, '');
+
+function headersFor(code: ErrorCode, status: number, message: string, apiError: ApiError | undefined): [string, string][] {
+  const headers: [string, string][] = apiError?.headers ? Object.entries(apiError.headers) : [];
+  if (code in bearerError || status === 401) {
+    const scope = apiError?.requiredScopes?.length ? `, scope="${apiError.requiredScopes.join(' ')}"` : '';
+    const rfc6750 = bearerError[code] === undefined ? 'invalid_token' : bearerError[code];
+    headers.push([
+      'WWW-Authenticate',
+      rfc6750 ? `Bearer realm="latchkey", error="${rfc6750}", error_description="${headerSafe(message)}"${scope}` : 'Bearer realm="latchkey"',
+    ]);
+  }
+  headers.push(['Cache-Control', 'no-store']);
+  return headers;
+}
+
+// An error's headers depend on the error alone: rendered once per instance (shared ones, such as
+// MISTYPED_API_KEY, are answered again and again).
+const renderedHeaders = new WeakMap<ApiError, readonly (readonly [string, string])[]>();
 
 /** Renders ApiErrors (and anything unexpected: logged, then a bare 500) in the guide's error shape. */
 export function errorAnswer(err: unknown, requestId: string, logger: Logger, path: string): ErrorAnswer {
@@ -142,16 +160,11 @@ export function errorAnswer(err: unknown, requestId: string, logger: Logger, pat
   const code: ErrorCode = apiError?.code ?? 'server_error';
   const message = apiError?.message ?? 'An unexpected error occurred; it has been logged.';
   const status = statusOf(code);
-  const headers: [string, string][] = apiError?.headers ? Object.entries(apiError.headers) : [];
-  if (code in bearerError || status === 401) {
-    const scope = apiError?.requiredScopes?.length ? `, scope="${apiError.requiredScopes.join(' ')}"` : '';
-    const rfc6750 = bearerError[code] === undefined ? 'invalid_token' : bearerError[code];
-    headers.push([
-      'WWW-Authenticate',
-      rfc6750 ? `Bearer realm="latchkey", error="${rfc6750}", error_description="${headerSafe(message)}"${scope}` : 'Bearer realm="latchkey"',
-    ]);
+  let headers = apiError && renderedHeaders.get(apiError);
+  if (!headers) {
+    headers = headersFor(code, status, message, apiError);
+    if (apiError) renderedHeaders.set(apiError, headers);
   }
-  headers.push(['Cache-Control', 'no-store']);
   return { status, headers, body: { error: code, message, code: status, request_id: requestId, timestamp: new Date().toISOString() } };
 }
 

@@ -6,15 +6,9 @@ import { createAuthServer } from '../../src/app.ts';
 import { generateApiKey } from '../../src/api-keys/format.ts';
 import { createApiKeyService } from '../../src/api-keys/service.ts';
 import { createApiKeyStore } from '../../src/api-keys/store.ts';
-import { createUsageRecorder } from '../../src/api-keys/usage.ts';
-import { createApiKeyVerifier, type VerifiedKey } from '../../src/api-keys/verifier.ts';
-import { createLogger } from '../../src/logger.ts';
 import { createClientService } from '../../src/clients/service.ts';
-import { apiScopes, loadConfig } from '../../src/config.ts';
+import { loadConfig } from '../../src/config.ts';
 import { ensureApiClient } from '../../src/resource-server/provision.ts';
-import { createApiServer } from '../../src/resource-server/server.ts';
-import { createCredentialCache, type CredentialCache } from '../../src/verification/cache.ts';
-import { createTokenVerifiers } from '../../src/verification/token-verifiers.ts';
 import { shared, type ServerFixtures, type ServerSpec } from '../protocol.ts';
 
 async function freePort(): Promise<number> {
@@ -48,13 +42,9 @@ async function temporaryDatabase(spec: ServerSpec): Promise<{ url: string; remov
   return { url: path.join(dir, 'latchkey.sqlite'), remove: async () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-/** Never remembers a credential: each request verifies signature and claims (or introspects) again. */
-const noCache: CredentialCache = { ...createCredentialCache(), get: () => ({ state: 'miss' }), set() {} };
-const noKeyCache: CredentialCache<VerifiedKey> = { ...createCredentialCache<VerifiedKey>(), get: () => ({ state: 'miss' }), set() {} };
-
 /**
- * Latchkey as `latchkey serve` runs it (authorization server and companion API in one process),
- * plus a second copy of the API with its credential cache off, for the "cold" verification rows.
+ * Latchkey's authorization server on its own database. The companion API runs in a process of
+ * its own (latchkey-api.ts), started by the benchmark once this one is ready.
  */
 export async function start(spec: ServerSpec): Promise<{ fixtures: ServerFixtures; close(): Promise<void> }> {
   const database = await temporaryDatabase(spec);
@@ -85,25 +75,9 @@ export async function start(spec: ServerSpec): Promise<{ fixtures: ServerFixture
     introspector: await ensureApiClient(server.provider, server.db.knex),
   };
 
-  const api = createApiServer(config, { db: server.db, introspection: created.introspector });
-  const apiPort = await api.listen(0, '127.0.0.1');
-  const keyStore = createApiKeyStore(server.db.knex);
-  const noCacheUsage = createUsageRecorder(keyStore, createLogger('warn'));
-  const apiNoCache = createApiServer(config, {
-    db: server.db,
-    verifiers: [createApiKeyVerifier({ store: keyStore, usage: noCacheUsage, fullAccessScopes: apiScopes, cacheSeconds: 30, cache: noKeyCache }), ...createTokenVerifiers({
-      authServerUrl: config.authServerUrl,
-      audience: config.apiAudience,
-      introspection: created.introspector,
-      cache: noCache,
-    })],
-  });
-  const apiNoCachePort = await apiNoCache.listen(0, '127.0.0.1');
-
   const fixtures: ServerFixtures = {
     url: config.issuer,
-    apiUrl: `http://127.0.0.1:${apiPort}`,
-    apiNoCacheUrl: `http://127.0.0.1:${apiNoCachePort}`,
+    databaseUrl: database.url,
     clients: {
       service: { clientId: created.service.client_id, clientSecret: created.service.client_secret! },
       web: { clientId: created.web.client_id, clientSecret: created.web.client_secret!, redirectUri: shared.redirectUri },
@@ -115,9 +89,6 @@ export async function start(spec: ServerSpec): Promise<{ fixtures: ServerFixture
   return {
     fixtures,
     async close() {
-      await apiNoCache.close();
-      await noCacheUsage.close();
-      await api.close();
       await server.close();
       await database.remove();
     },

@@ -5,7 +5,7 @@ import { cidrMatcher, createClientIp } from '../http/client-ip.ts';
 import { createCredentialCache, type CredentialCache } from '../verification/cache.ts';
 import type { AuthContext, CredentialVerifier } from '../verification/types.ts';
 import { hashApiKey, KEY_PREFIX_SHAPE, parseApiKey } from './format.ts';
-import { invalidApiKey, mistypedApiKey, outsideAllowlist } from './errors.ts';
+import { invalidApiKey, MISTYPED_API_KEY, outsideAllowlist } from './errors.ts';
 import { secretEndsAt, type ApiKeyStore, type SecretMatch } from './store.ts';
 import type { UsageRecorder } from './usage.ts';
 
@@ -106,11 +106,12 @@ export function createApiKeyVerifier(options: ApiKeyVerifierOptions): ApiKeyVeri
     claims: (credential) => KEY_PREFIX_SHAPE.test(credential),
 
     verify(credential, ctx) {
-      if (!parseApiKey(credential)) throw mistypedApiKey();
       const at = now();
       const cached = cache.get(credential, at);
-      // Known (an expired key too: admit says so): answered without a promise.
+      // Known (an expired key too: admit says so): answered without a promise. Only keys that
+      // passed their checksum are ever cached, so the check runs on a miss, before any lookup.
       if (cached.state !== 'miss') return admit(cached.auth, ctx, at);
+      if (!parseApiKey(credential)) throw MISTYPED_API_KEY;
       // Concurrent requests with the same key share one lookup.
       let pending = inFlight.get(credential);
       if (!pending) {

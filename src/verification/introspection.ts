@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import { z } from 'zod';
-import { invalidApiKey, mistypedApiKey, outsideAllowlist } from '../api-keys/errors.ts';
+import { invalidApiKey, MISTYPED_API_KEY, outsideAllowlist } from '../api-keys/errors.ts';
 import { KEY_PREFIX_SHAPE, parseApiKey } from '../api-keys/format.ts';
 import { ApiError } from '../errors.ts';
 import { cidrMatcher, createClientIp } from '../http/client-ip.ts';
@@ -149,7 +149,7 @@ export function createIntrospectionVerifier(options: IntrospectionVerifierOption
     verify(credential, ctx) {
       // A mistyped key is refused here, without a round trip.
       if (KEY_PREFIX_SHAPE.test(credential) && !parseApiKey(credential)) {
-        throw mistypedApiKey();
+        throw MISTYPED_API_KEY;
       }
       const cached = options.cache?.get(credential, now());
       if (cached?.state === 'valid') return checkAddress(cached.auth, ctx.req);
