@@ -296,6 +296,22 @@ describe('the companion API with opaque access tokens', () => {
       expect(r.headers.get('allow')).toContain('GET');
     });
 
+    it('answers HEAD like GET without a body, and ignores a trailing slash', async () => {
+      const token = await clientToken('read');
+      const get = await call('/v1/auth/verify', token);
+      const head = await call('/v1/auth/verify', token, { method: 'HEAD' });
+      expect(head.status).toBe(200);
+      expect(head.body).toBeUndefined();
+      expect(head.headers.get('content-type')).toBe('application/json; charset=utf-8');
+      expect(Number(head.headers.get('content-length'))).toBe(Buffer.byteLength(JSON.stringify(get.body)));
+      expect(head.headers.get('cache-control')).toBe('no-store');
+      expect((await call('/v1/auth/verify/', token)).body).toEqual(get.body);
+      const refused = await call('/v1/auth/verify', undefined, { method: 'HEAD' });
+      expect(refused.status).toBe(401);
+      expect(refused.body).toBeUndefined();
+      expect(refused.headers.get('www-authenticate')).toBe('Bearer realm="latchkey"');
+    });
+
     it('never writes a token to its logs', async () => {
       const token = await clientToken('read');
       await call('/v1/auth/verify', token);

@@ -76,12 +76,12 @@ function handleRequests(routeFor: ReturnType<typeof createApiRoutes>, logger: Lo
       // Routed: 200 unless the handler says otherwise.
       ctx.res.statusCode = 200;
       body = route(ctx as ApiContext);
+      // An answer that cannot be serialised fails before anything is written: fail() reports it.
+      if (!(body instanceof Promise)) return succeed(ctx, requestId, body, started);
     } catch (err) {
-      fail(ctx, requestId, err, started);
-      return;
+      return fail(ctx, requestId, err, started);
     }
-    if (body instanceof Promise) return body.then((value) => succeed(ctx, requestId, value, started), (err) => fail(ctx, requestId, err, started));
-    succeed(ctx, requestId, body, started);
+    return body.then((value) => succeed(ctx, requestId, value, started)).catch((err: unknown) => fail(ctx, requestId, err, started));
   };
 }
 
