@@ -425,7 +425,8 @@ for (const backend of backends) {
           iat: expect.any(Number), exp: Math.floor(expiresAt.getTime() / 1000), iss: as.url,
         });
         expect(await introspect(key, app)).toEqual({ active: false });
-        expect(await introspect(`${key.slice(0, -1)}x`, resourceServer)).toEqual({ active: false });
+        // The last character changed (to another one: a key may end in x already).
+        expect(await introspect(`${key.slice(0, -1)}${key.endsWith('x') ? 'y' : 'x'}`, resourceServer)).toEqual({ active: false });
         await call(`/api-keys/${id}`, aliceAdmin, { method: 'DELETE' });
         expect(await introspect(key, resourceServer)).toEqual({ active: false });
       });
