@@ -64,6 +64,13 @@ export class ApiError extends Error {
     Error.stackTraceLimit = limit;
     this.status = statusOf(code);
   }
+
+  #responseHeaders?: readonly (readonly [string, string])[];
+
+  /** Every header this error is answered with; rendered once, as shared errors (MISTYPED_API_KEY) are answered again and again. */
+  get responseHeaders(): readonly (readonly [string, string])[] {
+    return (this.#responseHeaders ??= headersFor(this));
+  }
 }
 
 const SAFE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -85,17 +92,10 @@ export function requestIdOf(ctx: Context): string {
   return id;
 }
 
-/** `requestIdOf`, also echoed in the X-Request-ID response header. */
-export function assignRequestId(ctx: Context): string {
-  const id = requestIdOf(ctx);
-  ctx.set('X-Request-ID', id);
-  return id;
-}
-
-/** Middleware for `assignRequestId`: the id is in every error body and log line. */
+/** Middleware: `requestIdOf`, echoed in the X-Request-ID response header; the id is in every error body and log line. */
 export function requestId() {
   return (ctx: Context, next: Next) => {
-    assignRequestId(ctx);
+    ctx.set('X-Request-ID', requestIdOf(ctx));
     return next();
   };
 }
@@ -132,23 +132,21 @@ export interface ErrorAnswer {
 // Header values must be visible ASCII; a message may quote a path or an address.
 const headerSafe = (value: string) => value.replace(/["\\]|[^\x20-\x7e]/g, '');
 
-function headersFor(code: ErrorCode, status: number, message: string, apiError: ApiError | undefined): [string, string][] {
-  const headers: [string, string][] = apiError?.headers ? Object.entries(apiError.headers) : [];
-  if (code in bearerError || status === 401) {
-    const scope = apiError?.requiredScopes?.length ? `, scope="${apiError.requiredScopes.join(' ')}"` : '';
-    const rfc6750 = bearerError[code] === undefined ? 'invalid_token' : bearerError[code];
+function headersFor(error: ApiError): [string, string][] {
+  const headers: [string, string][] = error.headers ? Object.entries(error.headers) : [];
+  if (error.code in bearerError || error.status === 401) {
+    const scope = error.requiredScopes?.length ? `, scope="${error.requiredScopes.join(' ')}"` : '';
+    const rfc6750 = bearerError[error.code] === undefined ? 'invalid_token' : bearerError[error.code];
     headers.push([
       'WWW-Authenticate',
-      rfc6750 ? `Bearer realm="latchkey", error="${rfc6750}", error_description="${headerSafe(message)}"${scope}` : 'Bearer realm="latchkey"',
+      rfc6750 ? `Bearer realm="latchkey", error="${rfc6750}", error_description="${headerSafe(error.message)}"${scope}` : 'Bearer realm="latchkey"',
     ]);
   }
   headers.push(['Cache-Control', 'no-store']);
   return headers;
 }
 
-// An error's headers depend on the error alone: rendered once per instance (shared ones, such as
-// MISTYPED_API_KEY, are answered again and again).
-const renderedHeaders = new WeakMap<ApiError, readonly (readonly [string, string])[]>();
+const UNEXPECTED_HEADERS: readonly (readonly [string, string])[] = [['Cache-Control', 'no-store']];
 
 /** Renders ApiErrors (and anything unexpected: logged, then a bare 500) in the guide's error shape. */
 export function errorAnswer(err: unknown, requestId: string, logger: Logger, path: string): ErrorAnswer {
@@ -160,11 +158,7 @@ export function errorAnswer(err: unknown, requestId: string, logger: Logger, pat
   const code: ErrorCode = apiError?.code ?? 'server_error';
   const message = apiError?.message ?? 'An unexpected error occurred; it has been logged.';
   const status = statusOf(code);
-  let headers = apiError && renderedHeaders.get(apiError);
-  if (!headers) {
-    headers = headersFor(code, status, message, apiError);
-    if (apiError) renderedHeaders.set(apiError, headers);
-  }
+  const headers = apiError?.responseHeaders ?? UNEXPECTED_HEADERS;
   return { status, headers, body: { error: code, message, code: status, request_id: requestId, timestamp: new Date().toISOString() } };
 }
 

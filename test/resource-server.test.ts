@@ -293,7 +293,11 @@ describe('the companion API with opaque access tokens', () => {
       expectGuideError(await call('/v1/nothing-here'), 404, 'not_found');
       const r = await call('/v1/projects', undefined, { method: 'DELETE' });
       expectGuideError(r, 405, 'method_not_allowed');
-      expect(r.headers.get('allow')).toContain('GET');
+      expect(r.headers.get('allow')).toBe('HEAD, GET, POST');
+      const options = await call('/v1/projects', undefined, { method: 'OPTIONS' });
+      expect(options.status).toBe(204);
+      expect(options.headers.get('allow')).toBe('HEAD, GET, POST');
+      expectGuideError(await call('/v1/nothing-here', undefined, { method: 'OPTIONS' }), 404, 'not_found');
     });
 
     it('answers HEAD like GET without a body, and ignores a trailing slash', async () => {

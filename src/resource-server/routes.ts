@@ -147,7 +147,7 @@ const asConflict = (err: unknown): never => {
  * The companion API's routes, each guarded by `authenticate` with the scopes from `routeScopes`,
  * in find-my-way's compiled tree (static paths before `:id`, a trailing slash ignored, HEAD
  * answered as GET). Returns the route for a request, or undefined for an unknown path; a known
- * path with another method is a 405 naming the allowed ones.
+ * path with another method is a 405 naming the allowed ones, and OPTIONS lists them.
  */
 export function createApiRoutes(deps: RouteDeps): (ctx: ParameterizedContext<AuthState>) => ApiRoute | undefined {
   const router = FindMyWay({ ignoreTrailingSlash: true });
@@ -178,6 +178,15 @@ export function createApiRoutes(deps: RouteDeps): (ctx: ParameterizedContext<Aut
     }
     const allowed = [...methods].filter((method) => router.find(method, ctx.path));
     if (allowed.length === 0) return undefined;
-    throw new ApiError('method_not_allowed', `${ctx.method} is not allowed on ${ctx.path}; allowed: ${allowed.join(', ')}.`, undefined, { Allow: allowed.join(', ') });
+    if (allowed.includes('GET')) allowed.unshift('HEAD');
+    const allow = allowed.join(', ');
+    // OPTIONS asks what a path allows (RFC 9110 9.3.7): that needs no credential.
+    if (ctx.method === 'OPTIONS') {
+      return () => {
+        ctx.set('Allow', allow);
+        ctx.status = 204;
+      };
+    }
+    throw new ApiError('method_not_allowed', `${ctx.method} is not allowed on ${ctx.path}; allowed: ${allow}.`, undefined, { Allow: allow });
   };
 }
