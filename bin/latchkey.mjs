@@ -1,7 +1,6 @@
 #!/usr/bin/env node
-// The `latchkey` command. Sources are TypeScript; tsx compiles them on load so the CLI,
-// `npm start` and the tests always run the code in the tree, with no build step to forget.
-import { register } from 'tsx/esm/api';
+// The `latchkey` command. Sources are TypeScript; load-ts.mjs compiles them (cached, rebuilt when a
+// source changes) so the CLI and `npm start` always run the code in the tree, with no build step.
+import { importTs } from './load-ts.mjs';
 
-register();
-await import('../src/cli.ts');
+await importTs(new URL('../src/cli.ts', import.meta.url).pathname);

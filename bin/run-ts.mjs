@@ -1,9 +1,8 @@
 #!/usr/bin/env node
 // Runs a TypeScript entry point of this repository: `node bin/run-ts.mjs bench/run.ts --quick`.
-// As in bin/latchkey.mjs, tsx compiles sources on load, so there is no build step to forget.
+// As in bin/latchkey.mjs, load-ts.mjs compiles it, so there is no build step to forget.
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { register } from 'tsx/esm/api';
+import { importTs } from './load-ts.mjs';
 
 const [script, ...args] = process.argv.slice(2);
 if (!script) {
@@ -12,5 +11,4 @@ if (!script) {
 }
 // The script sees its own arguments at process.argv[2...], as if it had been run directly.
 process.argv.splice(1, 2, path.resolve(script), ...args);
-register();
-await import(pathToFileURL(path.resolve(script)).href);
+await importTs(script);
