@@ -1,4 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ApiError } from '../src/errors.ts';
+import type { CredentialVerifier } from '../src/verification/types.ts';
 import { authorize, tokenRequest } from './flows.ts';
 import { startApiServer, startAuthServer, type TestApiServer, type TestAuthServer } from './harness.ts';
 
@@ -323,5 +325,39 @@ describe('the companion API with opaque access tokens', () => {
       expect(api.logs.length).toBeGreaterThan(0);
       expect(api.logs.join('\n')).not.toContain(token);
     });
+  });
+});
+
+// What Koa's request handling used to catch: an answer that cannot even be written.
+describe('the companion API when an answer cannot be written', () => {
+  let as: TestAuthServer;
+  let api: TestApiServer;
+  // A verifier whose refusal carries a header value Node refuses to send (a response-splitting attempt).
+  const unwritable: CredentialVerifier = {
+    claims: (credential) => credential.startsWith('broken'),
+    verify(credential) {
+      const error = new ApiError('rate_limit_exceeded', 'slow down', undefined, { 'Retry-After': '1\r\nX-Injected: yes' });
+      if (credential === 'broken-async') return Promise.reject(error);
+      throw error;
+    },
+  };
+
+  beforeAll(async () => {
+    as = await startAuthServer();
+    api = await startApiServer(as, { verifiers: [unwritable] });
+  });
+  afterAll(async () => {
+    await api?.close();
+    await as?.close({ removeDatabase: true });
+  });
+
+  it.each(['broken-sync', 'broken-async'])('answers a bare 500, logs it, and keeps serving (%s)', async (credential) => {
+    const r = await fetch(`${api.url}/v1/auth/verify`, { headers: { authorization: `Bearer ${credential}` } });
+    expect(r.status).toBe(500);
+    expect(r.headers.get('x-injected')).toBeNull();
+    expect(await r.json()).toEqual({ error: 'server_error', message: 'An unexpected error occurred; it has been logged.', code: 500 });
+    expect(api.logs.some((line) => line.includes('unhandled error'))).toBe(true);
+    const next = await fetch(`${api.url}/v1/auth/verify`);
+    expect(next.status).toBe(401);
   });
 });

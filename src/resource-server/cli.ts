@@ -12,7 +12,7 @@ export async function startApiBeside(config: Config, auth: AuthServer): Promise<
   const api = createApiServer(config, { db: auth.db, logger, introspection });
   const port = await api.listen(config.apiPort);
   // The guide calls /oauth/* and /v1/* on one host: the authorization server answers both.
-  auth.mount(API_PATHS, api.app.callback());
+  auth.mount(API_PATHS, api.handler);
   // Port 3000 serves the API too: its usage is written once both servers have stopped.
   auth.onClose(() => api.close());
   logger.info('companion API listening', { url: `http://localhost:${port}`, also_at: `${config.issuer}{${API_PATHS.join(',')}}`, auth_server: config.authServerUrl, audience: config.apiAudience });

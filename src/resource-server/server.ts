@@ -27,7 +27,8 @@ export interface ApiServerOptions {
 }
 
 export interface ApiServer {
-  app: Koa;
+  /** The request listener: for a server of its own (listen) or to mount beside the authorization server. */
+  handler: http.RequestListener;
   verifiers: readonly CredentialVerifier[];
   listen(port?: number, host?: string): Promise<number>;
   close(): Promise<void>;
@@ -115,18 +116,34 @@ export function createApiServer(config: Config, options: ApiServerOptions): ApiS
     apiKeys: apiKeys.routes,
   });
 
+  // Koa's context (ctx.path, ctx.query, ctx.ip, ...) is what routes and verifiers read, but not
+  // Koa's request handling: handleRequests answers every request itself, so the promise chain,
+  // the response-finished listener and the default 404 Koa would add to each request go unused.
   const app = new Koa({ proxy: config.trustProxy });
-  app.use(handleRequests(routes, logger));
-  // Koa logs errors that reach it; ours are all rendered by the envelope first.
-  app.silent = true;
+  const handle = handleRequests(routes, logger);
+  // The net Koa would have been: an answer that could not even be rendered (a bug of ours) is
+  // logged and becomes a bare 500, never an unhandled rejection or a request left hanging.
+  const lastResort = (res: http.ServerResponse, err: unknown) => {
+    logger.error('unhandled error', { error: (err as Error)?.message });
+    if (res.headersSent) return res.destroy();
+    res.writeHead(500, ['Content-Type', 'application/json; charset=utf-8', 'Cache-Control', 'no-store']);
+    res.end(JSON.stringify({ error: 'server_error', message: 'An unexpected error occurred; it has been logged.', code: 500 }));
+  };
+  const handler: http.RequestListener = (req, res) => {
+    try {
+      handle(app.createContext<AuthState>(req, res))?.catch((err: unknown) => lastResort(res, err));
+    } catch (err) {
+      lastResort(res, err);
+    }
+  };
 
   let server: http.Server | undefined;
   return {
-    app,
+    handler,
     verifiers,
     async listen(port = config.apiPort, host?: string) {
       let bound: number;
-      ({ server, port: bound } = await startHttpServer(app.callback(), port, host));
+      ({ server, port: bound } = await startHttpServer(handler, port, host));
       return bound;
     },
     async close() {
