@@ -1,6 +1,7 @@
 import type http from 'node:http';
 import type { Context, Next } from 'koa';
 import type Provider from 'oidc-provider';
+import type { KoaContextWithOIDC } from 'oidc-provider';
 import { startExpiredRowCleanup } from '../adapters/knex-adapter.ts';
 import { createUserStore, type UserStore } from './accounts/store.ts';
 import { apiKeyIntrospection } from './api-keys/introspection.ts';
@@ -60,13 +61,12 @@ export async function createAuthServer(config: Config, options: { logger?: Logge
   const cookieKey = await keys.secret('cookie-key');
   const provider = createProvider({ config, db, users, jwks, cookieKeys: [cookieKey], logger });
 
-  // Only these render pages of the library's own; token, introspection and the rest skip the layer.
-  provider.use((ctx, next) => (ctx.path.startsWith(routes.authorization) || ctx.path.startsWith(routes.end_session) ? protectLibraryPages(ctx, next) : next()));
-  provider.use(pageErrorsForInteractions(logger));
-  provider.use(tokenEndpointBodies);
-  provider.use(apiKeyIntrospection(createApiKeyStore(db.knex), { fullAccessScopes: apiScopes }));
-  provider.use(offlineAccessAsksForConsent);
-  provider.use(createInteractionRoutes(provider, users, cookieKey, logger).routes());
+  const interactionRoutes = createInteractionRoutes(provider, users, cookieKey, logger).routes() as unknown as Layer;
+  const interactionErrors = pageErrors(logger);
+  provider.use(additions({
+    interactions: (ctx, next) => interactionErrors(ctx, () => interactionRoutes(ctx, next)),
+    introspection: apiKeyIntrospection(createApiKeyStore(db.knex), { fullAccessScopes: apiScopes }),
+  }));
 
   const stopCleanup = startExpiredRowCleanup(db.knex);
   let server: http.Server | undefined;
@@ -105,7 +105,22 @@ export async function createAuthServer(config: Config, options: { logger?: Logge
   };
 }
 
-function pageErrorsForInteractions(logger: Logger) {
-  const handle = pageErrors(logger);
-  return (ctx: Context, next: Next) => (ctx.path.startsWith('/interaction/') ? handle(ctx, next) : next());
+type Layer = (ctx: KoaContextWithOIDC, next: Next) => Promise<unknown>;
+
+/**
+ * What Latchkey adds to oidc-provider, each part on the paths it concerns, as one layer: a token
+ * request meets one function of ours on its way to the library, not one per addition.
+ */
+function additions(parts: { interactions: Layer; introspection: Layer }): Layer {
+  return (ctx, next) => {
+    const { path } = ctx;
+    if (path === routes.token || path === routes.revocation) return tokenEndpointBodies(ctx, next);
+    if (path === routes.introspection) return tokenEndpointBodies(ctx, () => parts.introspection(ctx, next));
+    // Login and consent, with their errors rendered as a page.
+    if (path.startsWith('/interaction/')) return parts.interactions(ctx, next);
+    // The pages the library renders itself get the headers ours have.
+    if (path.startsWith(routes.authorization)) return protectLibraryPages(ctx, () => offlineAccessAsksForConsent(ctx, next));
+    if (path.startsWith(routes.end_session)) return protectLibraryPages(ctx, next);
+    return next();
+  };
 }

@@ -1,3 +1,4 @@
+import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { authorize, CookieJar, csrfOf, get, pkcePair, postForm, tokenRequest } from './flows.ts';
 import { startAuthServer, type TestAuthServer } from './harness.ts';
@@ -218,6 +219,30 @@ describe('bad input at the authorization and token endpoints', () => {
     });
     expect(res.status).toBe(400);
     expect(await res.json()).toMatchObject({ error: 'invalid_request', error_description: 'request body is larger than 64 KiB' });
+  });
+
+  it('refuses a streamed body (no Content-Length) once it passes 64 KiB, and the connection still answers', async () => {
+    const chunks = [Buffer.from('grant_type=client_credentials&pad='), ...Array.from({ length: 20 }, () => Buffer.alloc(8 * 1024, 'a'))];
+    const answers = await new Promise<string>((resolve, reject) => {
+      const socket = net.connect(Number(new URL(as.url).port), '127.0.0.1');
+      let received = '';
+      socket.on('data', (d) => {
+        received += String(d);
+        // The second request on the same connection has been answered too.
+        if ((received.match(/HTTP\/1\.1 /g) ?? []).length === 2 && received.trimEnd().endsWith('}')) {
+          socket.end();
+          resolve(received);
+        }
+      });
+      socket.on('error', reject);
+      socket.write('POST /oauth/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n');
+      for (const chunk of chunks) socket.write(`${chunk.length.toString(16)}\r\n${chunk}\r\n`);
+      socket.write('0\r\n\r\nGET /.well-known/openid-configuration HTTP/1.1\r\nHost: x\r\n\r\n');
+    });
+    const [refusal, discovery] = answers.split(/(?=HTTP\/1\.1 )/);
+    expect(refusal).toMatch(/^HTTP\/1\.1 400 /);
+    expect(refusal).toContain('request body is larger than 64 KiB');
+    expect(discovery).toMatch(/^HTTP\/1\.1 200 /);
   });
 
   it('refuses duplicated parameters at the token endpoint', async () => {

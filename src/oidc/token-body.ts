@@ -17,24 +17,27 @@ function invalidRequest(ctx: Context, status: number, description: string): void
  */
 export async function tokenEndpointBodies(ctx: Context, next: Next): Promise<void> {
   if (ctx.method !== 'POST' || !bodyRoutes.has(ctx.path)) return next();
-  const isJson = ctx.is('application/json');
-  const isForm = ctx.is('application/x-www-form-urlencoded');
-  if (!isJson && !isForm) {
-    if (!ctx.get('content-type')) return next();
+  const type = ctx.request.type.trim().toLowerCase();
+  const isJson = type === 'application/json';
+  if (!isJson && type !== 'application/x-www-form-urlencoded') {
+    if (!type) return next();
     return invalidRequest(ctx, 400, 'send the parameters as application/x-www-form-urlencoded or application/json');
   }
-  let params: Record<string, string>;
+  let form: string;
   try {
     const raw = await readRawBody(ctx);
-    params = isJson ? parseJsonParams(raw) : parseForm(raw);
+    // A form is checked (no repeated field) and handed on as it came; JSON becomes the same form.
+    if (isJson) form = new URLSearchParams(parseJsonParams(raw)).toString();
+    else parseForm((form = raw));
   } catch (err) {
     if (!(err instanceof BodyError)) throw err;
     return invalidRequest(ctx, err.status, err.message);
   }
-  const form = new URLSearchParams(params).toString();
   // oidc-provider takes an already-read body from req.body; it must then look like a form.
   (ctx.req as typeof ctx.req & { body?: string }).body = form;
-  ctx.req.headers['content-type'] = 'application/x-www-form-urlencoded';
-  ctx.req.headers['content-length'] = String(Buffer.byteLength(form));
+  if (isJson) {
+    ctx.req.headers['content-type'] = 'application/x-www-form-urlencoded';
+    ctx.req.headers['content-length'] = String(Buffer.byteLength(form));
+  }
   return next();
 }

@@ -2,6 +2,7 @@ import type { Knex } from 'knex';
 import * as initial from './001_initial.ts';
 import * as resourceData from './002_resource_data.ts';
 import * as apiKeys from './003_api_keys.ts';
+import * as sparsePayloadIndexes from './004_sparse_payload_indexes.ts';
 
 interface Migration {
   up(knex: Knex): Promise<void>;
@@ -13,6 +14,7 @@ const migrations: ReadonlyArray<[string, Migration]> = [
   ['001_initial', initial],
   ['002_resource_data', resourceData],
   ['003_api_keys', apiKeys],
+  ['004_sparse_payload_indexes', sparsePayloadIndexes],
 ];
 
 export const migrationSource: Knex.MigrationSource<Migration> = {
