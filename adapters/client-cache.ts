@@ -1,3 +1,5 @@
+import type { AdapterPayload } from 'oidc-provider';
+
 /**
  * Registered clients, remembered between requests. oidc-provider reads a dynamically registered
  * client through the adapter on every request that names it; clients change rarely, so the
@@ -11,12 +13,12 @@
  *   at most UNSIGNALLED_TTL_MS: a client deleted elsewhere stops working within that bound.
  */
 export interface ClientCache {
-  /** The stored payload (JSON text), or undefined when it must be read from the database. */
-  get(id: string): string | undefined;
+  /** The stored client metadata (frozen), or undefined when it must be read from the database. */
+  get(id: string): Readonly<AdapterPayload> | undefined;
   /** Taken just before reading from the database: what the read may be cached under. */
   beforeRead(): ReadTicket;
-  /** Remembers a payload read from the database after `ticket` was taken. */
-  set(id: string, payload: string | null, ticket: ReadTicket): void;
+  /** Remembers metadata read from the database after `ticket` was taken; it is frozen here. */
+  set(id: string, payload: AdapterPayload | null, ticket: ReadTicket): void;
   forget(id: string): void;
 }
 
@@ -34,9 +36,19 @@ const SIGNALLED_TTL_MS = 60_000;
 const MAX_ENTRIES = 1_000;
 
 interface Entry {
-  payload: string;
+  payload: Readonly<AdapterPayload>;
   version: number | undefined;
   cachedAt: number;
+}
+
+// Handed to the library on every request: frozen, so nothing it does can change what the next
+// request sees (an attempt would throw, in strict mode, instead of going unnoticed).
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const member of Object.values(value)) deepFreeze(member);
+  }
+  return value;
 }
 
 export function createClientCache(changes: ChangeSignal | undefined, now: () => number = Date.now): ClientCache {
@@ -60,7 +72,7 @@ export function createClientCache(changes: ChangeSignal | undefined, now: () => 
       // Unknown ids are not remembered: a client registered elsewhere must work at once.
       if (payload === null || ticket.generation !== generation) return;
       if (entries.size >= MAX_ENTRIES) entries.delete(entries.keys().next().value!);
-      entries.set(id, { payload, version: ticket.version, cachedAt: now() });
+      entries.set(id, { payload: deepFreeze(payload), version: ticket.version, cachedAt: now() });
     },
     forget(id) {
       generation += 1;

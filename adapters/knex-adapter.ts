@@ -43,12 +43,12 @@ export class KnexAdapter implements Adapter {
   async find(id: string): Promise<AdapterPayload | undefined> {
     if (this.#clients) {
       const cached = this.#clients.get(id);
-      // A fresh object each time: the library must not be able to change what the next request sees.
-      if (cached !== undefined) return JSON.parse(cached) as AdapterPayload;
+      if (cached !== undefined) return cached;
       const ticket = this.#clients.beforeRead();
       const row = await this.#store.find(this.#model, 'id', id);
-      this.#clients.set(id, row?.payload ?? null, ticket);
-      return row ? toPayload(row) : undefined;
+      const payload = row ? toPayload(row) : undefined;
+      this.#clients.set(id, payload ?? null, ticket);
+      return payload;
     }
     const row = await this.#store.find(this.#model, 'id', id);
     return row ? toPayload(row) : undefined;

@@ -122,12 +122,22 @@ describe('the SQLite token store', () => {
 });
 
 describe('the client cache without a change signal (PostgreSQL)', () => {
+  it('hands out frozen metadata, so no request can change what the next one sees', () => {
+    const cache = createClientCache(undefined);
+    cache.set('c1', { client_id: 'c1', redirect_uris: ['http://127.0.0.1/cb'] }, cache.beforeRead());
+    const cached = cache.get('c1')!;
+    expect(() => {
+      (cached.redirect_uris as string[]).push('https://evil.example/cb');
+    }).toThrow(TypeError);
+    expect(cache.get('c1')).toEqual({ client_id: 'c1', redirect_uris: ['http://127.0.0.1/cb'] });
+  });
+
   it('trusts an entry for two seconds at most', () => {
     let now = 0;
     const cache = createClientCache(undefined, () => now);
-    cache.set('c1', '{"client_id":"c1"}', cache.beforeRead());
+    cache.set('c1', { client_id: 'c1' }, cache.beforeRead());
     now = 1999;
-    expect(cache.get('c1')).toBe('{"client_id":"c1"}');
+    expect(cache.get('c1')).toEqual({ client_id: 'c1' });
     now = 2000;
     expect(cache.get('c1')).toBeUndefined();
   });
@@ -136,7 +146,7 @@ describe('the client cache without a change signal (PostgreSQL)', () => {
     const cache = createClientCache(undefined);
     const ticket = cache.beforeRead();
     cache.forget('c1');
-    cache.set('c1', '{"client_id":"c1"}', ticket);
+    cache.set('c1', { client_id: 'c1' }, ticket);
     expect(cache.get('c1')).toBeUndefined();
   });
 });

@@ -13,8 +13,8 @@ export class BodyError extends Error {
  * dearer on Node 20 while oidc-provider's AsyncLocalStorage is in use.
  */
 export function readRawBody(ctx: Context, limit = BODY_LIMIT): Promise<string> {
-  const declared = ctx.request.length;
-  if (declared !== undefined && declared > limit) {
+  const declared = Number(ctx.req.headers['content-length']);
+  if (declared > limit) {
     return Promise.reject(new BodyError(`request body is larger than ${limit / 1024} KiB`));
   }
   const { req } = ctx;

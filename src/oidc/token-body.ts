@@ -4,6 +4,13 @@ import { routes } from './provider.ts';
 
 const bodyRoutes = new Set<string>([routes.token, routes.introspection, routes.revocation]);
 
+/** `application/json; charset=utf-8` -> `application/json`; '' without a Content-Type. */
+const mediaType = (header: string | undefined): string => {
+  if (!header) return '';
+  const semicolon = header.indexOf(';');
+  return (semicolon === -1 ? header : header.slice(0, semicolon)).trim().toLowerCase();
+};
+
 function invalidRequest(ctx: Context, status: number, description: string): void {
   ctx.status = status;
   ctx.set('Cache-Control', 'no-store');
@@ -17,7 +24,7 @@ function invalidRequest(ctx: Context, status: number, description: string): void
  */
 export async function tokenEndpointBodies(ctx: Context, next: Next): Promise<void> {
   if (ctx.method !== 'POST' || !bodyRoutes.has(ctx.path)) return next();
-  const type = ctx.request.type.trim().toLowerCase();
+  const type = mediaType(ctx.req.headers['content-type']);
   const isJson = type === 'application/json';
   if (!isJson && type !== 'application/x-www-form-urlencoded') {
     if (!type) return next();
