@@ -179,9 +179,10 @@ export const endpoints: readonly Endpoint[] = [
         origin: fx.url,
         requests: steps,
         ok: (status) => status >= 200 && status < 400,
-        beforeRun: async () => {
+        resetSummary: () => {
           flows = 0;
         },
+        indivisible: true,
         summary: (seconds) => `${(flows / seconds).toFixed(1)} flows/s`,
       };
     },

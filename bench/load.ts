@@ -11,8 +11,12 @@ export interface LoadPlan {
   expectStatus?: number;
   /** Called before every run (warm-up included), e.g. to top up a pool of single-use tokens. */
   beforeRun?: () => Promise<void>;
-  /** Called once per run after the load stops: extra numbers for the notes column. */
+  /** Extra numbers for the notes column, over the `seconds` measured since `resetSummary`. */
   summary?: (seconds: number) => string | undefined;
+  /** Called before the measured runs begin (after warming up): what `summary` counts starts here. */
+  resetSummary?: () => void;
+  /** Its requests form sequences a turn's end would cut off (a whole login): measured in one turn. */
+  indivisible?: boolean;
 }
 
 export interface LoadResult {
@@ -22,7 +26,8 @@ export interface LoadResult {
   requests: number;
   failures: number;
   seconds: number;
-  note?: string;
+  /** Every response's latency in ms, sorted. */
+  latencies: Float64Array;
 }
 
 export interface LoadSettings {
@@ -69,13 +74,20 @@ export async function runLoad(plan: LoadPlan, settings: LoadSettings): Promise<L
   const result = await instance;
   const sorted = latencies.subarray(0, count).sort();
   const seconds = result.duration;
-  return {
-    rps: count / seconds,
-    p50: percentile(sorted, 50),
-    p99: percentile(sorted, 99),
-    requests: count,
-    failures: failures + result.timeouts,
-    seconds,
-    note: plan.summary?.(seconds),
-  };
+  return summarise(sorted, failures + result.timeouts, seconds);
+}
+
+function summarise(sorted: Float64Array, failures: number, seconds: number): LoadResult {
+  return { rps: sorted.length / seconds, p50: percentile(sorted, 50), p99: percentile(sorted, 99), requests: sorted.length, failures, seconds, latencies: sorted };
+}
+
+/** Several runs against one server as one: every response counted, latencies pooled. */
+export function combine(runs: readonly LoadResult[]): LoadResult {
+  const pooled = new Float64Array(runs.reduce((n, r) => n + r.latencies.length, 0));
+  let at = 0;
+  for (const r of runs) {
+    pooled.set(r.latencies, at);
+    at += r.latencies.length;
+  }
+  return summarise(pooled.sort(), runs.reduce((n, r) => n + r.failures, 0), runs.reduce((n, r) => n + r.seconds, 0));
 }

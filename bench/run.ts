@@ -14,11 +14,11 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { endpoints, type TargetId } from './endpoints.ts';
-import { runLoad } from './load.ts';
+import { combine, runLoad, type LoadPlan, type LoadResult } from './load.ts';
 import { runPaced } from './paced.ts';
 import type { TokenMode } from './protocol.ts';
 import { addRatios, evaluateGoals, machine, markdown, textTable, type Report, type Row } from './report.ts';
-import { cpus, killAllNow, pinSelf, specFor, startServer, targetLabels, type RunningServer } from './targets.ts';
+import { cpus, killAllNow, pinSelf, specFor, startServer, targetLabels, waitUntilIdle, type RunningServer } from './targets.ts';
 
 const benchDir = path.dirname(fileURLToPath(import.meta.url));
 const { values: args } = parseArgs({
@@ -37,6 +37,8 @@ const settings = {
   connections: Number(args.connections ?? 16),
   seconds: Number(args.seconds ?? (quick ? 2 : 6)),
   warmupSeconds: quick ? 0.5 : 1,
+  // A row's seconds are spread over rounds, its targets and H taking turns (see measureTogether).
+  rounds: quick ? 2 : 3,
   halfLoadSeconds: quick ? 1.5 : 3,
   settleSeconds: quick ? 1 : 3,
   tool: 'autocannon 9 (programmatic) for throughput; an evenly paced keep-alive client for p99 @½',
@@ -115,33 +117,45 @@ async function main(): Promise<void> {
 
   const rows: Row[] = [];
   const definitions: Record<string, string> = {};
-  for (const { endpoint, target } of plan) {
-    const server = servers.get(instanceName(target, endpoint.mode))!;
-    // Whose memory this row reports: the process that answers it.
-    const answering = endpoint.companionApi ? servers.get(apiName(instanceName(target, endpoint.mode)))! : server;
+  const h = servers.get(instanceName('H', 'opaque'))!;
+  const hello = endpoints.find((e) => e.id === 'hello')!;
+  for (const endpoint of [...new Set(plan.map((p) => p.endpoint))]) {
     if (endpoint.definition) definitions[endpoint.label] = endpoint.definition;
-    process.stderr.write(`${endpoint.label} @ ${targetLabels[target]} ... `);
-    const load = await endpoint.prepare(server.fixtures);
-    await runLoad(load, { connections: settings.connections, seconds: settings.warmupSeconds });
-    answering.resetPeakRss();
-    const full = await runLoad(load, { connections: settings.connections, seconds: settings.seconds });
-    const peakRssMb = answering.rss()?.peak;
-    const half = target === 'H' ? undefined : await runPaced(load, { connections: settings.connections, seconds: settings.halfLoadSeconds, rate: full.rps / 2});
-    rows.push({
-      endpoint: endpoint.id,
-      label: endpoint.label,
-      target,
-      targetLabel: targetLabels[target],
-      rps: full.rps,
-      p50: full.p50,
-      p99: full.p99,
-      p99Half: half?.p99,
-      peakRssMb,
-      failures: full.failures,
-      requests: full.requests,
-      note: full.note,
-    });
-    log(`${full.rps.toFixed(0)} req/s, p99 ${full.p99.toFixed(2)} ms${full.failures ? `, ${full.failures} failed` : ''}`);
+    await waitUntilIdle(servers.values());
+    const targets = plan.filter((p) => p.endpoint === endpoint).map((p) => p.target);
+    process.stderr.write(`${endpoint.label} @ ${targets.map((t) => targetLabels[t]).join(', ')} ... `);
+    const measured = await Promise.all(targets.map(async (target) => {
+      const server = servers.get(instanceName(target, endpoint.mode))!;
+      // Whose memory this row reports: the process that answers it.
+      const answering = endpoint.companionApi ? servers.get(apiName(instanceName(target, endpoint.mode)))! : server;
+      return { target, answering, load: await endpoint.prepare(server.fixtures) };
+    }));
+    // H takes its turns beside every row, so each row's "x H" compares minutes-apart nothing.
+    const reference = endpoint === hello ? undefined : await hello.prepare(h.fixtures);
+    const results = await measureTogether([...measured.map((m) => m.load), ...(reference ? [reference] : [])], measured.map((m) => m.answering));
+    const hRps = reference ? results.at(-1)!.result.rps : undefined;
+    const summary: string[] = [];
+    for (const [i, { target, load }] of measured.entries()) {
+      const { result: full, peakRssMb } = results[i]!;
+      const half = target === 'H' ? undefined : await runPaced(load, { connections: settings.connections, seconds: settings.halfLoadSeconds, rate: full.rps / 2 });
+      rows.push({
+        endpoint: endpoint.id,
+        label: endpoint.label,
+        target,
+        targetLabel: targetLabels[target],
+        rps: full.rps,
+        p50: full.p50,
+        p99: full.p99,
+        p99Half: half?.p99,
+        peakRssMb,
+        failures: full.failures,
+        requests: full.requests,
+        note: load.summary?.(full.seconds),
+        hRps,
+      });
+      summary.push(`${full.rps.toFixed(0)}${full.failures ? ` (${full.failures} failed)` : ''}`);
+    }
+    log(`${summary.join(' / ')} req/s${hRps ? `; H ${hRps.toFixed(0)}` : ''}`);
   }
 
   // "After the run": once the servers have been idle for a moment, as they are between bursts.
@@ -174,6 +188,27 @@ async function main(): Promise<void> {
     writeFileSync(path.join(benchDir, 'results.md'), markdown(report));
     process.stdout.write(`\nwrote bench/results.md and bench/results.json (${report.seconds.toFixed(0)} s)\n`);
   }
+}
+
+/**
+ * Runs several loads for `settings.seconds` each, not one after the other but in rounds, taking
+ * turns (in reverse order every other round) after a warm-up each: on a shared machine whose speed
+ * drifts over minutes, numbers measured side by side are what can be compared. `answering[i]` is
+ * the process whose peak memory load i reports (loads past its end report none).
+ */
+async function measureTogether(loads: LoadPlan[], answering: RunningServer[]): Promise<{ result: LoadResult; peakRssMb?: number }[]> {
+  for (const load of loads) await runLoad(load, { connections: settings.connections, seconds: settings.warmupSeconds });
+  for (const server of answering) server.resetPeakRss();
+  for (const load of loads) load.resetSummary?.();
+  const runs: LoadResult[][] = loads.map(() => []);
+  const rounds = loads.some((load) => load.indivisible) ? 1 : settings.rounds;
+  const turn = settings.seconds / rounds;
+  for (let round = 0; round < rounds; round += 1) {
+    const order = loads.map((_, i) => i);
+    if (round % 2 === 1) order.reverse();
+    for (const i of order) runs[i]!.push(await runLoad(loads[i]!, { connections: settings.connections, seconds: turn }));
+  }
+  return runs.map((r, i) => ({ result: combine(r), peakRssMb: answering[i]?.rss()?.peak }));
 }
 
 try {

@@ -45,6 +45,8 @@ export interface RunningServer {
   resetPeakRss(): void;
   /** Peak and current resident set size in MiB (Linux /proc), undefined elsewhere. */
   rss(): { peak: number; current: number } | undefined;
+  /** CPU time used so far (all threads) in ms (Linux /proc), undefined elsewhere. */
+  cpuMs(): number | undefined;
   stop(): Promise<void>;
 }
 
@@ -114,6 +116,15 @@ export async function startServer(name: string, spec: ServerSpec): Promise<Runni
         // Not Linux, or not allowed: the peak is then the process's peak so far.
       }
     },
+    cpuMs() {
+      try {
+        // utime and stime, in clock ticks (100 a second on Linux), after the command's closing parenthesis.
+        const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+        return (Number(fields[11]) + Number(fields[12])) * 10;
+      } catch {
+        return undefined;
+      }
+    },
     rss() {
       const text = status();
       return text ? { peak: kib(text, 'VmHWM') / 1024, current: kib(text, 'VmRSS') / 1024 } : undefined;
@@ -128,4 +139,18 @@ export async function startServer(name: string, spec: ServerSpec): Promise<Runni
       }
     },
   };
+}
+
+/**
+ * Waits (10 s at most) until the servers use almost no CPU: work a previous row left queued (the
+ * password hashes of abandoned authorization-code flows) must not slow the next row down.
+ */
+export async function waitUntilIdle(servers: Iterable<RunningServer>): Promise<void> {
+  const list = [...servers];
+  const total = () => list.reduce((sum, s) => sum + (s.cpuMs() ?? 0), 0);
+  for (let waited = 0; waited < 10_000; waited += 250) {
+    const before = total();
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    if (total() - before <= 20) return;
+  }
 }
