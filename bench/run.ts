@@ -2,7 +2,7 @@
  * `npm run bench`: Latchkey beside bare Koa (H) and bare oidc-provider in memory (the peer), in one
  * run, with one load tool. Prints a table and writes bench/results.md and bench/results.json.
  *
- *   npm run bench                       the full run (about 5 minutes)
+ *   npm run bench                       the full run (about 8 minutes)
  *   npm run bench -- --quick            shorter runs, for a quick look (about 2 minutes)
  *   npm run bench -- --only cc-opaque,introspection --targets peer,sqlite
  *                                       some rows only (printed, not written)
