@@ -150,10 +150,10 @@ ${rss}
 - Every server runs in its own process, pinned to one core; the load generator runs on the other.
 - Latchkey's authorization server and its companion API run as two processes sharing one database, as \`latchkey api\` runs beside the authorization server, both with LOG_LEVEL=warn; the peer writes no logs either. The API rows' peak RSS is the API process's.
 - Latency is measured per response by the load generator (every status, sub-millisecond); "failed" counts responses with an unexpected status, errors and timeouts.
-- Peak RSS is the server process's high-water mark during that row (Linux clear_refs), in MiB. The
-  authorization-code flow hashes passwords with scrypt (32 MiB each, on libuv's threads); glibc keeps
-  much of that memory mapped afterwards, which is most of what the opaque-token processes (the ones
-  that ran the flow) hold after the run, in the peer as in Latchkey.
+- Peak RSS is the server process's high-water mark during that row's turns (Linux clear_refs), in
+  MiB. The authorization-code flow hashes passwords with scrypt (32 MiB each, several at once on
+  libuv's threads), which is why its rows peak highest; each hash's memory is its own mapping,
+  returned when the hash ends, so it does not stay in the memory after the run.
 - p99 @½ is timed by a separate small process (bench/paced-client.mjs); on this kind of machine even
   H shows 1-3 ms there, and V8's young-generation collections (a few ms each, several a second under
   load) are most of what remains.
