@@ -1,4 +1,5 @@
 import type { AdapterPayload } from 'oidc-provider';
+import { deepFreeze } from './deep-freeze.ts';
 
 /**
  * Registered clients, remembered between requests. oidc-provider reads a dynamically registered
@@ -39,16 +40,6 @@ interface Entry {
   payload: Readonly<AdapterPayload>;
   version: number | undefined;
   cachedAt: number;
-}
-
-// Handed to the library on every request: frozen, so nothing it does can change what the next
-// request sees (an attempt would throw, in strict mode, instead of going unnoticed).
-function deepFreeze<T>(value: T): T {
-  if (value && typeof value === 'object' && !Object.isFrozen(value)) {
-    Object.freeze(value);
-    for (const member of Object.values(value)) deepFreeze(member);
-  }
-  return value;
 }
 
 export function createClientCache(changes: ChangeSignal | undefined, now: () => number = Date.now): ClientCache {

@@ -1,7 +1,8 @@
 import type { Knex } from 'knex';
 import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 import { createClientCache, type ClientCache } from './client-cache.ts';
-import { payloadStoreFor, type PayloadRow, type PayloadStore } from './payload-store.ts';
+import { deepFreeze } from './deep-freeze.ts';
+import { payloadStoreFor, type LookupColumn, type PayloadRow, type PayloadStore, type StoredPayload } from './payload-store.ts';
 
 const nowSeconds = () => Math.floor(Date.now() / 1000);
 
@@ -19,10 +20,14 @@ export class KnexAdapter implements Adapter {
   /** Registered clients are read on every token request; they change rarely (see client-cache.ts). */
   readonly #clients: ClientCache | undefined;
 
+  /** Rows of this model are parsed once and the frozen result handed out again (see parsedOnce). */
+  readonly #parsesOnce: boolean;
+
   constructor(knex: Knex, model: string) {
     this.#store = payloadStoreFor(knex);
     this.#model = model;
     this.#clients = model === 'Client' ? clientCacheFor(knex, this.#store) : undefined;
+    this.#parsesOnce = this.#store.sharesRows && READ_ONLY_MODELS.has(model);
   }
 
   async upsert(id: string, payload: AdapterPayload, expiresIn?: number): Promise<void> {
@@ -40,28 +45,38 @@ export class KnexAdapter implements Adapter {
     this.#clients?.forget(id);
   }
 
-  async find(id: string): Promise<AdapterPayload | undefined> {
-    if (this.#clients) {
-      const cached = this.#clients.get(id);
-      if (cached !== undefined) return cached;
-      const ticket = this.#clients.beforeRead();
-      const row = await this.#store.find(this.#model, 'id', id);
-      const payload = row ? toPayload(row) : undefined;
-      this.#clients.set(id, payload ?? null, ticket);
-      return payload;
+  // Not async: a row read synchronously (SQLite, see payload-store.ts) costs one settled promise,
+  // not a chain of them; introspection alone looks a token up in three models.
+  find(id: string): Promise<AdapterPayload | undefined> {
+    if (!this.#clients) return this.#lookup('id', id);
+    const cached = this.#clients.get(id);
+    return cached !== undefined ? Promise.resolve(cached) : this.#readClient(id);
+  }
+
+  findByUid(uid: string): Promise<AdapterPayload | undefined> {
+    return this.#lookup('uid', uid);
+  }
+
+  findByUserCode(userCode: string): Promise<AdapterPayload | undefined> {
+    return this.#lookup('user_code', userCode);
+  }
+
+  #lookup(column: LookupColumn, value: string): Promise<AdapterPayload | undefined> {
+    try {
+      const row = this.#store.find(this.#model, column, value);
+      if (row instanceof Promise) return row.then(fromRow);
+      return Promise.resolve(row && this.#parsesOnce ? parsedOnce(row) : fromRow(row));
+    } catch (err) {
+      return Promise.reject(err);
     }
-    const row = await this.#store.find(this.#model, 'id', id);
-    return row ? toPayload(row) : undefined;
   }
 
-  async findByUid(uid: string): Promise<AdapterPayload | undefined> {
-    const row = await this.#store.find(this.#model, 'uid', uid);
-    return row ? toPayload(row) : undefined;
-  }
-
-  async findByUserCode(userCode: string): Promise<AdapterPayload | undefined> {
-    const row = await this.#store.find(this.#model, 'user_code', userCode);
-    return row ? toPayload(row) : undefined;
+  async #readClient(id: string): Promise<AdapterPayload | undefined> {
+    const clients = this.#clients!;
+    const ticket = clients.beforeRead();
+    const payload = fromRow(await this.#store.find(this.#model, 'id', id));
+    clients.set(id, payload ?? null, ticket);
+    return payload;
   }
 
   /**
@@ -96,7 +111,20 @@ export class KnexAdapter implements Adapter {
   }
 }
 
-function toPayload(row: { payload: string; consumed_at: number | string | null }): AdapterPayload {
+const fromRow = (row: StoredPayload | undefined): AdapterPayload | undefined => (row ? toPayload(row) : undefined);
+
+// Access tokens are never changed once issued, only read (introspection, userinfo) until they
+// expire or are revoked, which removes the row. While the store keeps sharing a row object, its
+// payload is parsed once and handed out frozen (introspection alone looks a token up three times).
+const READ_ONLY_MODELS = new Set(['AccessToken', 'ClientCredentials']);
+const parsed = new WeakMap<StoredPayload, AdapterPayload>();
+function parsedOnce(row: StoredPayload): AdapterPayload {
+  let payload = parsed.get(row);
+  if (!payload) parsed.set(row, (payload = deepFreeze(toPayload(row))));
+  return payload;
+}
+
+function toPayload(row: StoredPayload): AdapterPayload {
   // Expired rows are still returned: the library checks expiry itself and then says "expired"
   // instead of "not found"; the cleanup job removes them later.
   const payload = JSON.parse(row.payload) as AdapterPayload;

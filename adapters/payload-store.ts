@@ -27,7 +27,8 @@ export type LookupColumn = 'id' | 'uid' | 'user_code';
 export interface PayloadStore {
   /** Inserts or replaces the row (and clears its consumed mark). */
   upsert(row: PayloadRow): Promise<void>;
-  find(model: string, column: LookupColumn, value: string): Promise<StoredPayload | undefined>;
+  /** On SQLite the row itself, read synchronously (a promise only while Knex holds the connection). */
+  find(model: string, column: LookupColumn, value: string): StoredPayload | undefined | Promise<StoredPayload | undefined>;
   /** Marks the row consumed unless it already is; true when this call did it. */
   consume(model: string, id: string, at: number): Promise<boolean>;
   grantIdOf(model: string, id: string): Promise<string | null>;
@@ -37,6 +38,8 @@ export interface PayloadStore {
   removeExpired(now: number): Promise<number>;
   /** A signal that another process changed the database, where the database offers one. */
   changeSignal(): ChangeSignal | undefined;
+  /** Whether `find` hands out the same row object for as long as the row is unchanged (a row cache). */
+  readonly sharesRows: boolean;
 }
 
 /** Parameterised Knex queries: PostgreSQL, and SQLite while its connection is not free for us. */
@@ -64,6 +67,7 @@ function knexStore(knex: Knex): PayloadStore {
     },
     removeExpired: (now) => knex(TABLE).where('expires_at', '<', now).delete(),
     changeSignal: () => undefined,
+    sharesRows: false,
   };
 }
 
@@ -255,7 +259,7 @@ function sqliteStore(knex: Knex): PayloadStore {
     async upsert(row) {
       await write({ kind: 'upsert', row });
     },
-    async find(model, column, value) {
+    find(model, column, value) {
       if (column !== 'id') {
         const s = statement(column === 'uid' ? 'findByUid' : 'findByUserCode');
         return s ? (s.get(model, value) as StoredPayload | undefined) : viaKnex.find(model, column, value);
@@ -283,6 +287,7 @@ function sqliteStore(knex: Knex): PayloadStore {
     // Through Knex: its query events empty the row cache (expired rows may be cached).
     removeExpired: (now) => viaKnex.removeExpired(now),
     changeSignal: () => changes,
+    sharesRows: true,
   };
 }
 

@@ -111,6 +111,23 @@ describe('the SQLite token store', () => {
     expect(await adapter('AccessToken').find(key)).toEqual({ jti: key });
   });
 
+  it('parses an access token once and hands it out frozen; a grant stays a fresh, changeable object', async () => {
+    const key = id();
+    await adapter('AccessToken').upsert(key, { jti: key, extra: { tenant: 'a' } }, 60);
+    const first = await adapter('AccessToken').find(key);
+    expect(first).toEqual({ jti: key, extra: { tenant: 'a' } });
+    expect(await adapter('AccessToken').find(key)).toBe(first);
+    expect(Object.isFrozen(first!.extra)).toBe(true);
+    // Written again (by this process): the new payload, not the one parsed before.
+    await adapter('AccessToken').upsert(key, { jti: key, extra: { tenant: 'b' } }, 60);
+    expect(await adapter('AccessToken').find(key)).toEqual({ jti: key, extra: { tenant: 'b' } });
+
+    await adapter('Grant').upsert(key, { jti: key, openid: { scope: 'openid' } }, 60);
+    const grant = await adapter('Grant').find(key);
+    grant!.openid = { scope: 'openid email' };
+    expect(await adapter('Grant').find(key)).toEqual({ jti: key, openid: { scope: 'openid' } });
+  });
+
   it('reports a consumed token as consumed after it was cached', async () => {
     const key = id();
     await adapter('RefreshToken').upsert(key, { jti: key }, 60);
