@@ -130,7 +130,7 @@ async function main(): Promise<void> {
       const answering = endpoint.companionApi ? servers.get(apiName(instanceName(target, endpoint.mode)))! : server;
       return { target, answering, load: await endpoint.prepare(server.fixtures) };
     }));
-    // H takes its turns beside every row, so each row's "x H" compares minutes-apart nothing.
+    // H takes turns beside every row: a row's "x H" compares numbers measured side by side.
     const reference = endpoint === hello ? undefined : await hello.prepare(h.fixtures);
     const results = await measureTogether([...measured.map((m) => m.load), ...(reference ? [reference] : [])], measured.map((m) => m.answering));
     const hRps = reference ? results.at(-1)!.result.rps : undefined;
