@@ -106,12 +106,12 @@ export function createApiKeyVerifier(options: ApiKeyVerifierOptions): ApiKeyVeri
     claims: (credential) => KEY_PREFIX_SHAPE.test(credential),
 
     verify(credential, ctx) {
+      // A mistyped key is refused first, on its checksum alone: no hashing, no lookup.
+      if (!parseApiKey(credential)) throw MISTYPED_API_KEY;
       const at = now();
       const cached = cache.get(credential, at);
-      // Known (an expired key too: admit says so): answered without a promise. Only keys that
-      // passed their checksum are ever cached, so the check runs on a miss, before any lookup.
+      // Known (an expired key too: admit says so): answered without a promise.
       if (cached.state !== 'miss') return admit(cached.auth, ctx, at);
-      if (!parseApiKey(credential)) throw MISTYPED_API_KEY;
       // Concurrent requests with the same key share one lookup.
       let pending = inFlight.get(credential);
       if (!pending) {
