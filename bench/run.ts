@@ -3,7 +3,7 @@
  * run, with one load tool. Prints a table and writes bench/results.md and bench/results.json.
  *
  *   npm run bench                       the full run (about 8 minutes)
- *   npm run bench -- --quick            shorter runs, for a quick look (about 2 minutes)
+ *   npm run bench -- --quick            shorter runs, for a quick look (about 4 minutes)
  *   npm run bench -- --only cc-opaque,introspection --targets peer,sqlite
  *                                       some rows only (printed, not written)
  */
