@@ -351,11 +351,19 @@ describe('the companion API when an answer cannot be written', () => {
     await as?.close({ removeDatabase: true });
   });
 
-  it.each(['broken-sync', 'broken-async'])('answers a bare 500, logs it, and keeps serving (%s)', async (credential) => {
+  it.each(['broken-sync', 'broken-async'])('answers the guide\'s 500, logs it, and keeps serving (%s)', async (credential) => {
     const r = await fetch(`${api.url}/v1/auth/verify`, { headers: { authorization: `Bearer ${credential}` } });
     expect(r.status).toBe(500);
     expect(r.headers.get('x-injected')).toBeNull();
-    expect(await r.json()).toEqual({ error: 'server_error', message: 'An unexpected error occurred; it has been logged.', code: 500 });
+    expect(r.headers.get('retry-after')).toBeNull();
+    expect(r.headers.get('cache-control')).toBe('no-store');
+    expect(await r.json()).toEqual({
+      error: 'server_error',
+      message: 'An unexpected error occurred; it has been logged.',
+      code: 500,
+      request_id: r.headers.get('x-request-id'),
+      timestamp: expect.stringMatching(/^\d{4}-\d{2}-\d{2}T/),
+    });
     expect(api.logs.some((line) => line.includes('unhandled error'))).toBe(true);
     const next = await fetch(`${api.url}/v1/auth/verify`);
     expect(next.status).toBe(401);

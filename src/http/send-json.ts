@@ -11,7 +11,6 @@ const JSON_TYPE = 'application/json; charset=utf-8';
 export function sendJson(ctx: Context, status: number, body: unknown, headers: string[]): void {
   // 204, 205 and 304 carry no body, and neither does a handler that returned none.
   const json = body === undefined || status === 204 || status === 205 || status === 304 ? undefined : JSON.stringify(body);
-  ctx.respond = false;
   if (!ctx.writable) return;
   if (json === undefined) {
     ctx.res.writeHead(status, headers);

@@ -67,9 +67,7 @@ function handleRequests(routeFor: ReturnType<typeof createApiRoutes>, logger: Lo
     send(ctx, ctx.status, body, ['X-Request-ID', requestId, 'Cache-Control', 'no-store'], started);
   };
 
-  return (ctx: ParameterizedContext<AuthState>) => {
-    const started = logRequests ? performance.now() : 0;
-    const requestId = requestIdOf(ctx);
+  const respond = (ctx: ParameterizedContext<AuthState>, requestId: string, started: number) => {
     let body: unknown;
     try {
       const route = routeFor(ctx);
@@ -83,6 +81,30 @@ function handleRequests(routeFor: ReturnType<typeof createApiRoutes>, logger: Lo
       return fail(ctx, requestId, err, started);
     }
     return body.then((value) => succeed(ctx, requestId, value, started)).catch((err: unknown) => fail(ctx, requestId, err, started));
+  };
+  // What fail() itself could not send (a bug of ours, or an error header Node refuses to write) is
+  // answered as the guide's 500 by fail() once more; failing that, the connection is dropped. Never
+  // an unhandled rejection or a request left hanging.
+  const lastResort = (ctx: ParameterizedContext<AuthState>, requestId: string, err: unknown, started: number) => {
+    if (!ctx.res.headersSent) {
+      try {
+        return fail(ctx, requestId, err, started);
+      } catch (again) {
+        err = again;
+      }
+    }
+    logger.error('unhandled error', { request_id: requestId, path: ctx.path, error: (err as Error)?.message });
+    ctx.res.destroy();
+  };
+
+  return (ctx: ParameterizedContext<AuthState>): void => {
+    const started = logRequests ? performance.now() : 0;
+    const requestId = requestIdOf(ctx);
+    try {
+      respond(ctx, requestId, started)?.catch((err: unknown) => lastResort(ctx, requestId, err, started));
+    } catch (err) {
+      lastResort(ctx, requestId, err, started);
+    }
   };
 }
 
@@ -121,21 +143,7 @@ export function createApiServer(config: Config, options: ApiServerOptions): ApiS
   // the response-finished listener and the default 404 Koa would add to each request go unused.
   const app = new Koa({ proxy: config.trustProxy });
   const handle = handleRequests(routes, logger);
-  // The net Koa would have been: an answer that could not even be rendered (a bug of ours) is
-  // logged and becomes a bare 500, never an unhandled rejection or a request left hanging.
-  const lastResort = (res: http.ServerResponse, err: unknown) => {
-    logger.error('unhandled error', { error: (err as Error)?.message });
-    if (res.headersSent) return res.destroy();
-    res.writeHead(500, ['Content-Type', 'application/json; charset=utf-8', 'Cache-Control', 'no-store']);
-    res.end(JSON.stringify({ error: 'server_error', message: 'An unexpected error occurred; it has been logged.', code: 500 }));
-  };
-  const handler: http.RequestListener = (req, res) => {
-    try {
-      handle(app.createContext<AuthState>(req, res))?.catch((err: unknown) => lastResort(res, err));
-    } catch (err) {
-      lastResort(res, err);
-    }
-  };
+  const handler: http.RequestListener = (req, res) => handle(app.createContext<AuthState>(req, res));
 
   let server: http.Server | undefined;
   return {
