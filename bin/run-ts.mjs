@@ -4,11 +4,11 @@
 import path from 'node:path';
 import { importTs } from './load-ts.mjs';
 
-const [script, ...args] = process.argv.slice(2);
+const [script] = process.argv.slice(2);
 if (!script) {
   process.stderr.write('usage: node bin/run-ts.mjs <file.ts> [args...]\n');
   process.exit(2);
 }
 // The script sees its own arguments at process.argv[2...], as if it had been run directly.
-process.argv.splice(1, 2, path.resolve(script), ...args);
+process.argv.splice(1, 2, path.resolve(script));
 await importTs(script);

@@ -1,6 +1,8 @@
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { authorize, CookieJar, csrfOf, get, pkcePair, postForm, tokenRequest } from './flows.ts';
+import { createClientService } from '../src/clients/service.ts';
+import { openDatabase } from '../src/db/knex.ts';
 import { startAuthServer, type TestAuthServer } from './harness.ts';
 
 const redirectUri = 'http://127.0.0.1:8787/callback';
@@ -245,14 +247,32 @@ describe('bad input at the authorization and token endpoints', () => {
     expect(discovery).toMatch(/^HTTP\/1\.1 200 /);
   });
 
-  it('refuses duplicated parameters at the token endpoint', async () => {
-    const res = await fetch(`${as.url}/oauth/token`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: 'grant_type=client_credentials&scope=read&scope=write',
-    });
-    expect(res.status).toBe(400);
-    expect(await res.json()).toMatchObject({ error: 'invalid_request', error_description: 'the scope parameter must not be provided twice' });
+  it('refuses a client deleted while the server runs on its very next request, from this process or another', async () => {
+    const cc = { grant_types: 'client_credentials', scope: 'read' } as const;
+    for (const elsewhere of [false, true]) {
+      const service = await as.createClient({ redirectUris: [], grantTypes: ['client_credentials'] });
+      // Known to the server (its metadata and Client instance cached) before it goes.
+      for (let i = 0; i < 2; i += 1) expect((await tokenRequest(as.url, { grant_type: cc.grant_types, scope: cc.scope }, { basic: basic(service) })).status).toBe(200);
+      if (elsewhere) {
+        // Another process (the CLI) on the same database file.
+        const db = openDatabase(as.databaseUrl);
+        expect(await createClientService(as.server.provider, db.knex).delete(service.client_id)).toBe(true);
+        await db.close();
+      } else {
+        expect(await createClientService(as.server.provider, as.server.db.knex).delete(service.client_id)).toBe(true);
+      }
+      const refused = await tokenRequest(as.url, { grant_type: cc.grant_types, scope: cc.scope }, { basic: basic(service) });
+      expect(refused.status, `deleted ${elsewhere ? 'elsewhere' : 'here'}`).toBe(401);
+      expect(refused.body.error).toBe('invalid_client');
+    }
+  });
+
+  it('refuses duplicated parameters at the token endpoint, however the name is encoded', async () => {
+    for (const body of ['grant_type=client_credentials&scope=read&scope=write', 'grant_type=client_credentials&scope=read&&sc%6Fpe=write', 'scope+x=1&grant_type=client_credentials&scope%20x=2']) {
+      const res = await fetch(`${as.url}/oauth/token`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body });
+      expect(res.status, body).toBe(400);
+      expect(await res.json(), body).toMatchObject({ error: 'invalid_request', error_description: `the ${body.startsWith('scope+x') ? 'scope x' : 'scope'} parameter must not be provided twice` });
+    }
   });
 
   it('refuses a member repeated in a JSON body, however it is spelled', async () => {

@@ -6,7 +6,7 @@ import type { Context, Next } from 'koa';
 import Provider, { type ClientMetadata, type Configuration } from 'oidc-provider';
 import { hashPassword, verifyPassword } from '../../src/accounts/passwords.ts';
 import { apiScopes, oidcScopes } from '../../src/config.ts';
-import { apiResourceIndicators, tokenPolicy } from '../../src/oidc/provider.ts';
+import { apiResourceIndicators, introspectionAllowed, tokenPolicy } from '../../src/oidc/provider.ts';
 import { shared, type ServerFixtures, type TokenMode } from '../protocol.ts';
 
 /**
@@ -80,10 +80,7 @@ export async function start(mode: TokenMode): Promise<{ fixtures: ServerFixtures
     features: {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
-      introspection: {
-        enabled: true,
-        allowedPolicy: async (_ctx, client, token) => token.clientId === client.clientId || client.metadata().resource_server === true,
-      },
+      introspection: { enabled: true, allowedPolicy: introspectionAllowed },
       revocation: { enabled: true },
       userinfo: { enabled: true },
       rpInitiatedLogout: { enabled: true },

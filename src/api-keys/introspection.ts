@@ -1,6 +1,6 @@
 import type { Next } from 'koa';
 import type { KoaContextWithOIDC } from 'oidc-provider';
-import { routes } from '../oidc/provider.ts';
+import { isResourceServer, routes } from '../oidc/provider.ts';
 import { hashApiKey, parseApiKey } from './format.ts';
 import { secretEndsAt, type ApiKeyStore } from './store.ts';
 
@@ -19,7 +19,7 @@ export function apiKeyIntrospection(store: ApiKeyStore, options: { fullAccessSco
     if ((ctx.body as { active?: boolean } | undefined)?.active !== false) return;
     const token = ctx.oidc.params?.token;
     if (typeof token !== 'string' || !parseApiKey(token)) return;
-    if (ctx.oidc.client?.metadata().resource_server !== true) return;
+    if (!isResourceServer(ctx.oidc.client)) return;
 
     const match = await store.findBySecretHash(hashApiKey(token));
     if (!match || match.key.revokedAt !== null) return;

@@ -23,20 +23,26 @@ export function readRawBody(ctx: Context, limit = BODY_LIMIT): Promise<string> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let received = 0;
+    // The listeners stay on this request (it is read once and then dropped): settling twice, or
+    // data after a refusal, is ignored.
+    let settled = false;
     const settle = (err: Error | undefined) => {
-      req.off('data', onData).off('end', onEnd).off('error', settle).off('close', onClose);
+      if (settled) return;
+      settled = true;
       if (err) reject(err);
       else resolve(Buffer.concat(chunks, received).toString('utf8'));
     };
-    const onData = (chunk: Buffer) => {
+    req.on('data', (chunk: Buffer) => {
+      if (settled) return;
       received += chunk.length;
       if (received <= limit) chunks.push(chunk);
       // The rest is read and dropped, so the answer can still go out on this connection.
       else settle(new BodyError(`request body is larger than ${limit / 1024} KiB`));
-    };
-    const onEnd = () => settle(undefined);
-    const onClose = () => settle(new Error('the request was aborted before its body arrived'));
-    req.on('data', onData).on('end', onEnd).on('error', settle).on('close', onClose);
+    });
+    req.on('end', () => settle(undefined));
+    req.on('error', settle);
+    // 'close' also comes after every answer: no error is made (a stack captured) for that one.
+    req.on('close', () => settled || settle(new Error('the request was aborted before its body arrived')));
   });
 }
 
@@ -48,6 +54,23 @@ export function parseForm(raw: string): Record<string, string> {
     out[key] = value;
   }
   return out;
+}
+
+/**
+ * Refuses a form body with a repeated field, as parseForm does, without decoding the values: for
+ * a form that is handed on as it came (the token endpoint's).
+ */
+export function checkFormFields(raw: string): void {
+  const names = new Set<string>();
+  for (const pair of raw.split('&')) {
+    if (pair === '') continue;
+    const end = pair.indexOf('=');
+    let name = end === -1 ? pair : pair.slice(0, end);
+    // Encoded names (rare) are decoded exactly as URLSearchParams decodes them.
+    if (name.includes('%') || name.includes('+')) name = new URLSearchParams(pair).keys().next().value ?? name;
+    if (names.has(name)) throw new BodyError(`the ${name} parameter must not be provided twice`);
+    names.add(name);
+  }
 }
 
 /** The member names of a valid JSON object's top level, in order and with any repeats. */

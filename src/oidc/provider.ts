@@ -6,6 +6,7 @@ import { apiScopes, oidcScopes, type Config } from '../config.ts';
 import type { Database } from '../db/knex.ts';
 import { renderPage } from '../http/views.ts';
 import type { Logger } from '../logger.ts';
+import { findClientsByStoredObject } from './client-instances.ts';
 import { servedOnce } from './metadata-cache.ts';
 
 export const routes = {
@@ -60,6 +61,19 @@ export function apiResourceIndicators(options: { audience: string; accessTokenTt
     },
   };
 }
+
+/** Whether a client is registered as a resource server (`resource_server: true`). */
+export function isResourceServer(client: { metadata(): object } | undefined): boolean {
+  // The instance holds the extra metadata as registered; metadata() would rebuild every field.
+  return (client as { resource_server?: unknown } | undefined)?.resource_server === true;
+}
+
+/**
+ * Who may introspect a token: the client it was issued to, and any resource server. Shared with
+ * the benchmark's bare oidc-provider.
+ */
+export const introspectionAllowed = async (_ctx: KoaContextWithOIDC, client: { clientId: string; metadata(): object }, token: { clientId?: string }): Promise<boolean> =>
+  token.clientId === client.clientId || isResourceServer(client);
 
 /** Token lifetimes and refresh-token rules; shared with the benchmark's bare oidc-provider. */
 export function tokenPolicy(options: { accessTokenTtl: number; refreshTokenTtl: number }): Pick<Configuration, 'ttl' | 'issueRefreshToken' | 'rotateRefreshToken'> {
@@ -133,12 +147,7 @@ export function createProvider({ config, db, users, jwks, cookieKeys, logger }: 
     features: {
       devInteractions: { enabled: false },
       clientCredentials: { enabled: true },
-      introspection: {
-        enabled: true,
-        async allowedPolicy(_ctx, client, token) {
-          return token.clientId === client.clientId || client.metadata().resource_server === true;
-        },
-      },
+      introspection: { enabled: true, allowedPolicy: introspectionAllowed },
       revocation: { enabled: true },
       userinfo: { enabled: true },
       rpInitiatedLogout: {
@@ -167,6 +176,7 @@ export function createProvider({ config, db, users, jwks, cookieKeys, logger }: 
 
   const provider = new Provider(config.issuer, configuration);
   provider.proxy = config.trustProxy;
+  findClientsByStoredObject(provider);
   // First in line: discovery and the JWKS are answered before any other middleware runs.
   provider.use(servedOnce(['/.well-known/openid-configuration', '/.well-known/oauth-authorization-server', routes.jwks]));
 

@@ -1,5 +1,5 @@
 import type { Context, Next } from 'koa';
-import { BodyError, parseForm, parseJsonParams, readRawBody } from '../http/body.ts';
+import { BodyError, checkFormFields, parseJsonParams, readRawBody } from '../http/body.ts';
 import { routes } from './provider.ts';
 
 const bodyRoutes = new Set<string>([routes.token, routes.introspection, routes.revocation]);
@@ -35,7 +35,7 @@ export async function tokenEndpointBodies(ctx: Context, next: Next): Promise<voi
     const raw = await readRawBody(ctx);
     // A form is checked (no repeated field) and handed on as it came; JSON becomes the same form.
     if (isJson) form = new URLSearchParams(parseJsonParams(raw)).toString();
-    else parseForm((form = raw));
+    else checkFormFields((form = raw));
   } catch (err) {
     if (!(err instanceof BodyError)) throw err;
     return invalidRequest(ctx, err.status, err.message);
