@@ -18,7 +18,7 @@ import { combine, runLoad, type LoadPlan, type LoadResult } from './load.ts';
 import { runPaced } from './paced.ts';
 import type { TokenMode } from './protocol.ts';
 import { addRatios, evaluateGoals, machine, markdown, textTable, type Report, type Row } from './report.ts';
-import { cpus, killAllNow, pinSelf, specFor, startServer, targetLabels, waitUntilIdle, type RunningServer } from './targets.ts';
+import { cpus, killAllNow, pinSelf, specFor, startServer, stealMeter, targetLabels, waitUntilIdle, type RunningServer } from './targets.ts';
 
 const benchDir = path.dirname(fileURLToPath(import.meta.url));
 const { values: args } = parseArgs({
@@ -38,7 +38,7 @@ const settings = {
   seconds: Number(args.seconds ?? (quick ? 2 : 6)),
   warmupSeconds: quick ? 0.5 : 1,
   // A row's seconds are spread over rounds, its targets and H taking turns (see measureTogether).
-  rounds: quick ? 2 : 3,
+  rounds: quick ? 4 : 6,
   halfLoadSeconds: quick ? 1.5 : 3,
   settleSeconds: quick ? 1 : 3,
   tool: 'autocannon 9 (programmatic) for throughput; an evenly paced keep-alive client for p99 @½',
@@ -85,6 +85,7 @@ const log = (line: string) => process.stderr.write(`${line}\n`);
 
 async function main(): Promise<void> {
   const started = Date.now();
+  const runSteal = stealMeter();
   pinSelf();
   const skipped: string[] = [];
   const postgres = await postgresReachable(args.postgres!);
@@ -137,6 +138,7 @@ async function main(): Promise<void> {
     const summary: string[] = [];
     for (const [i, { target, load }] of measured.entries()) {
       const { result: full, peakRssMb } = results[i]!;
+      const halfSteal = stealMeter();
       const half = target === 'H' ? undefined : await runPaced(load, { connections: settings.connections, seconds: settings.halfLoadSeconds, rate: full.rps / 2 });
       rows.push({
         endpoint: endpoint.id,
@@ -147,6 +149,7 @@ async function main(): Promise<void> {
         p50: full.p50,
         p99: full.p99,
         p99Half: half?.p99,
+        stealHalf: half ? halfSteal() : undefined,
         peakRssMb,
         failures: full.failures,
         requests: full.requests,
@@ -171,8 +174,9 @@ async function main(): Promise<void> {
   const report: Report = {
     startedAt: new Date(started).toISOString(),
     seconds: (Date.now() - started) / 1000,
-    machine: machine(cpus ? `servers pinned to CPU ${cpus.server}, load generator to CPU ${cpus.load} (taskset)` : 'no CPU pinning (taskset missing or one CPU)'),
+    machine: machine(cpus ? `servers pinned to CPU ${cpus.server} (taskset, V8's garbage collection on their main thread: --single-threaded-gc), load generator to CPU ${cpus.load}` : 'no CPU pinning (taskset missing or one CPU)'),
     settings,
+    steal: runSteal(),
     rows,
     rssAfterRunMb,
     goals: evaluateGoals(rows, rssAfterRunMb),

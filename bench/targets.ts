@@ -61,7 +61,11 @@ export function killAllNow(): void {
 export async function startServer(name: string, spec: ServerSpec): Promise<RunningServer> {
   // BENCH_CPU_PROF=dir writes a V8 CPU profile of every server into dir (open it in Chrome DevTools).
   const profile = process.env.BENCH_CPU_PROF ? [`--cpu-prof`, `--cpu-prof-dir=${path.resolve(process.env.BENCH_CPU_PROF)}`] : [];
-  const node = [process.execPath, ...profile, path.join(root, 'bin', 'run-ts.mjs'), path.join(root, 'bench', 'server.ts'), JSON.stringify(spec)];
+  // A server pinned to one core runs V8's garbage collection on its main thread: helper threads
+  // (parallel scavenges, concurrent marking) could only take turns with it on that core, and each
+  // turn they take stalls every request in flight for a scheduler slice (tens of ms at p99 @½).
+  const gc = cpus ? ['--single-threaded-gc'] : [];
+  const node = [process.execPath, ...gc, ...profile, path.join(root, 'bin', 'run-ts.mjs'), path.join(root, 'bench', 'server.ts'), JSON.stringify(spec)];
   const [command, ...args] = cpus ? ['taskset', '-c', cpus.server, ...node] : node;
   const child = spawn(command!, args, { cwd: root, stdio: ['pipe', 'pipe', 'pipe'] });
   live.add(child);
@@ -138,6 +142,29 @@ export async function startServer(name: string, spec: ServerSpec): Promise<Runni
         await exited;
       }
     },
+  };
+}
+
+/**
+ * Starts measuring the share of this machine's CPU time the hypervisor gave to other guests
+ * ("steal", /proc/stat): while it is high, every process here stalls, whatever it runs. Returns a
+ * reading in percent since the start, undefined where /proc/stat is missing.
+ */
+export function stealMeter(): () => number | undefined {
+  const read = () => {
+    try {
+      // cpu  user nice system idle iowait irq softirq steal ...
+      const fields = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
+      return { steal: fields[7]!, total: fields.reduce((a, b) => a + b, 0) };
+    } catch {
+      return undefined;
+    }
+  };
+  const start = read();
+  return () => {
+    const end = read();
+    if (!start || !end || end.total === start.total) return undefined;
+    return (100 * (end.steal - start.steal)) / (end.total - start.total);
   };
 }
 
