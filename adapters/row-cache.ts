@@ -11,7 +11,8 @@ const MAX_ROWS = 5_000;
  * refresh, the grant of a code) costs no SQLite read transaction. It is exact, not a TTL cache:
  * every write of this process passes through the store and updates it after the write commits,
  * and a commit by any other process changes the database's data_version, which empties it.
- * Bounded: the least recently used rows go first.
+ * Bounded: the rows cached longest ago go first (a hit does not reorder the cache, which would
+ * cost two more Map operations on every lookup); a row evicted while still in use is read again.
  */
 export function createRowCache() {
   // null: known not to exist (introspection looks a token up in several models; most miss).
@@ -29,13 +30,7 @@ export function createRowCache() {
     /** The row, null when it is known not to exist, undefined when it must be read. */
     get(model: string, id: string, current: number): CachedRow | null | undefined {
       sync(current);
-      const k = key(model, id);
-      const row = rows.get(k);
-      if (row !== undefined) {
-        rows.delete(k);
-        rows.set(k, row);
-      }
-      return row;
+      return rows.get(key(model, id));
     },
     set(model: string, id: string, row: CachedRow | null, current: number): void {
       sync(current);

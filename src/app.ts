@@ -12,7 +12,8 @@ import { protectLibraryPages, renderPage } from './http/views.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { createInteractionRoutes } from './oidc/interactions.ts';
 import { createKeyStore } from './oidc/keys.ts';
-import { createProvider, routes } from './oidc/provider.ts';
+import { servedOnce } from './oidc/metadata-cache.ts';
+import { createProvider, metadataPaths, routes } from './oidc/provider.ts';
 import { offlineAccessAsksForConsent } from './oidc/offline-access.ts';
 import { tokenEndpointBodies } from './oidc/token-body.ts';
 import { closeGracefully, startHttpServer } from './http/server.ts';
@@ -64,6 +65,7 @@ export async function createAuthServer(config: Config, options: { logger?: Logge
   const interactionRoutes = createInteractionRoutes(provider, users, cookieKey, logger).routes() as unknown as Layer;
   const interactionErrors = pageErrors(logger);
   provider.use(additions({
+    metadata: servedOnce(metadataPaths) as Layer,
     interactions: (ctx, next) => interactionErrors(ctx, () => interactionRoutes(ctx, next)),
     introspection: apiKeyIntrospection(createApiKeyStore(db.knex), { fullAccessScopes: apiScopes }),
   }));
@@ -111,9 +113,12 @@ type Layer = (ctx: KoaContextWithOIDC, next: Next) => Promise<unknown>;
  * What Latchkey adds to oidc-provider, each part on the paths it concerns, as one layer: a token
  * request meets one function of ours on its way to the library, not one per addition.
  */
-function additions(parts: { interactions: Layer; introspection: Layer }): Layer {
+function additions(parts: { metadata: Layer; interactions: Layer; introspection: Layer }): Layer {
+  const metadata = new Set<string>(metadataPaths);
   return (ctx, next) => {
     const { path } = ctx;
+    // Discovery and the JWKS, serialised once (metadata-cache.ts), before anything else runs.
+    if (metadata.has(path)) return parts.metadata(ctx, next);
     if (path === routes.token || path === routes.revocation) return tokenEndpointBodies(ctx, next);
     if (path === routes.introspection) return tokenEndpointBodies(ctx, () => parts.introspection(ctx, next));
     // Login and consent, with their errors rendered as a page.

@@ -30,7 +30,7 @@ export function readRawBody(ctx: Context, limit = BODY_LIMIT): Promise<string> {
       if (settled) return;
       settled = true;
       if (err) reject(err);
-      else resolve(Buffer.concat(chunks, received).toString('utf8'));
+      else resolve((chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, received)).toString('utf8'));
     };
     req.on('data', (chunk: Buffer) => {
       if (settled) return;

@@ -16,14 +16,14 @@ export function findClientsByStoredObject(provider: Provider): void {
   const libraryFind = Client.find.bind(Client);
   const built = new WeakMap<object, ClientInstance>();
 
-  Client.find = async (id: string) => {
-    if (typeof id !== 'string' || id === '') return libraryFind(id);
-    const stored = await Client.adapter.find(id);
-    const known = stored && built.get(stored);
-    if (known) return known;
+  const buildAndRemember = async (id: string, stored: object | undefined) => {
     const client = await libraryFind(id);
     // Remembered only when the library built it from this very object (nothing changed meanwhile).
     if (client && stored && Object.isFrozen(stored) && (await Client.adapter.find(id)) === stored) built.set(stored, client);
     return client;
+  };
+  Client.find = (id: string) => {
+    if (typeof id !== 'string' || id === '') return libraryFind(id);
+    return Client.adapter.find(id).then((stored) => (stored && built.get(stored)) || buildAndRemember(id, stored));
   };
 }

@@ -7,7 +7,6 @@ import type { Database } from '../db/knex.ts';
 import { renderPage } from '../http/views.ts';
 import type { Logger } from '../logger.ts';
 import { findClientsByStoredObject } from './client-instances.ts';
-import { servedOnce } from './metadata-cache.ts';
 
 export const routes = {
   authorization: '/oauth/authorize',
@@ -18,6 +17,9 @@ export const routes = {
   jwks: '/oauth/jwks',
   end_session: '/oauth/logout',
 } as const;
+
+/** What a client reads to learn the server's configuration and keys (discovery and the JWKS). */
+export const metadataPaths = ['/.well-known/openid-configuration', '/.well-known/oauth-authorization-server', routes.jwks] as const;
 
 export interface ProviderDeps {
   config: Config;
@@ -177,8 +179,6 @@ export function createProvider({ config, db, users, jwks, cookieKeys, logger }: 
   const provider = new Provider(config.issuer, configuration);
   provider.proxy = config.trustProxy;
   findClientsByStoredObject(provider);
-  // First in line: discovery and the JWKS are answered before any other middleware runs.
-  provider.use(servedOnce(['/.well-known/openid-configuration', '/.well-known/oauth-authorization-server', routes.jwks]));
 
   // The token endpoint answers invalid_grant with a generic description and keeps the reason
   // ("PKCE verification failed", "authorization code already consumed") to itself; developers
