@@ -1,8 +1,8 @@
-import { createAuthServer, type AuthServer } from './app.ts';
+import type { AuthServer } from './app.ts';
 import { runKeysCommand } from './api-keys/cli.ts';
 import { parse, print, required, UsageError } from './cli/args.ts';
 import { DuplicateEmailError } from './accounts/store.ts';
-import { ClientValidationError, createClientService } from './clients/service.ts';
+import { ClientValidationError } from './clients/errors.ts';
 import { ConfigError, loadConfig, type Config } from './config.ts';
 import { migrate, openDatabase } from './db/knex.ts';
 import { createKeyStore } from './oidc/keys.ts';
@@ -30,9 +30,13 @@ Commands:
 
 Every command takes --json to print JSON. Environment: PORT, ISSUER, DATABASE_URL (see README).`;
 
+// The authorization server (oidc-provider, views ...) is loaded only by the commands that use it:
+// `latchkey api`, `keys` and `migrate` run without it (see bin/load-ts.mjs).
+const authServer = () => import('./app.ts');
+
 /** Opens the server's storage without listening, runs fn, and closes it again. */
 async function withServer<T>(config: Config, fn: (server: AuthServer) => Promise<T>): Promise<T> {
-  const server = await createAuthServer(config, { logger: undefined });
+  const server = await (await authServer()).createAuthServer(config, { logger: undefined });
   try {
     return await fn(server);
   } finally {
@@ -41,7 +45,7 @@ async function withServer<T>(config: Config, fn: (server: AuthServer) => Promise
 }
 
 async function serve(config: Config): Promise<void> {
-  const server = await createAuthServer(config);
+  const server = await (await authServer()).createAuthServer(config);
   const port = await server.listen(config.port);
   server.logger.info('authorization server listening', { url: config.issuer, port });
   await startApiBeside(config, server);
@@ -98,6 +102,7 @@ async function run(argv: string[]): Promise<void> {
         'grant-type': { type: 'string', multiple: true },
         'resource-server': { type: 'boolean' },
       });
+      const { createClientService } = await import('./clients/service.ts');
       await withServer(quiet, async (server) => {
         const clients = createClientService(server.provider, server.db.knex);
         if (sub === 'create') {

@@ -3,6 +3,9 @@ import type { Knex } from 'knex';
 import type Provider from 'oidc-provider';
 import type { ClientMetadata } from 'oidc-provider';
 import { KnexAdapter } from '../../adapters/knex-adapter.ts';
+import { ClientValidationError } from './errors.ts';
+
+export { ClientValidationError };
 
 export interface NewClient {
   name: string;
@@ -23,7 +26,6 @@ export interface ClientSummary {
   resource_server: boolean;
 }
 
-export class ClientValidationError extends Error {}
 
 const summarise = (m: ClientMetadata): ClientSummary => ({
   client_id: m.client_id,

@@ -4,13 +4,16 @@ import type { KoaContextWithOIDC } from 'oidc-provider';
  * Lets a finished request's objects die young.
  *
  * oidc-provider gives every request its `ctx.oidc` with `Object.defineProperty` and a getter
- * closed over the context. V8 keeps such an accessor in the old generation, so until the next
- * full collection every young-generation collection finds the getter, and through it the whole
- * request (Koa context, IncomingMessage, ServerResponse, headers, parameters, the OIDC context),
- * alive: about 8 KB a request is copied and promoted, and each young collection takes several
- * milliseconds instead of well under one. Once the response has been handed to the socket,
- * nothing reads the context again (Koa's own finish handler only looks at an error), so cutting
- * its links to the rest of the request leaves the accessor holding little more than an empty shell.
+ * closed over the context. That gives each context a hidden class and accessor of its own, which
+ * V8 keeps in the old generation; until the next full collection, every young-generation
+ * collection finds the getter through them and keeps the whole request alive: Koa's context,
+ * IncomingMessage, ServerResponse, headers, parameters, the OIDC context. Measured here, a bare
+ * Koa app doing the same kept ~2 MB alive per young collection instead of ~20 KB, and those
+ * collections took ~15 ms instead of ~0.5 ms; on our token endpoint they took ~9 ms, which was
+ * most of the latency above p99 at half load.
+ * Once the response has been handed to the socket nothing reads the context again (Koa's own
+ * finish handler only looks at an error), so its links to the rest of the request are cut: the
+ * getter then holds little more than two empty shells.
  */
 export function releaseWhenFinished(ctx: KoaContextWithOIDC): void {
   ctx.res.once('finish', () => release(ctx));

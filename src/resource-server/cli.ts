@@ -1,13 +1,13 @@
-import { createAuthServer, type AuthServer } from '../app.ts';
+import type { AuthServer } from '../app.ts';
 import type { Config } from '../config.ts';
 import { migrate, openDatabase } from '../db/knex.ts';
 import { createLogger } from '../logger.ts';
-import { ensureApiClient, type ApiClientCredentials } from './provision.ts';
+import type { ApiClientCredentials } from './provision.ts';
 import { createApiServer, type ApiServer } from './server.ts';
 
 /** `latchkey serve`: the companion API in the same process, on the authorization server's database. */
 export async function startApiBeside(config: Config, auth: AuthServer): Promise<ApiServer> {
-  const introspection = config.apiClient ?? (await ensureApiClient(auth.provider, auth.db.knex));
+  const introspection = config.apiClient ?? (await (await import('./provision.ts')).ensureApiClient(auth.provider, auth.db.knex));
   const logger = auth.logger.child({ server: 'api' });
   const api = createApiServer(config, { db: auth.db, logger, introspection });
   const port = await api.listen(config.apiPort);
@@ -40,11 +40,16 @@ export async function runApi(config: Config): Promise<void> {
   process.once('SIGTERM', stop);
 }
 
-/** Registers the API's introspection client in the shared database, without starting the authorization server. */
+/**
+ * Registers the API's introspection client in the shared database, without starting the
+ * authorization server (whose code is loaded for this only: with API_CLIENT_ID and
+ * API_CLIENT_SECRET set, `latchkey api` never loads oidc-provider).
+ */
 async function provisionApiClient(config: Config, db: ReturnType<typeof openDatabase>): Promise<ApiClientCredentials> {
+  const { createAuthServer } = await import('../app.ts');
   const auth = await createAuthServer({ ...config, logLevel: 'warn' }, { db });
   try {
-    return await ensureApiClient(auth.provider, db.knex);
+    return await (await import('./provision.ts')).ensureApiClient(auth.provider, db.knex);
   } finally {
     await auth.close();
   }
