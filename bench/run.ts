@@ -174,7 +174,7 @@ async function main(): Promise<void> {
   const report: Report = {
     startedAt: new Date(started).toISOString(),
     seconds: (Date.now() - started) / 1000,
-    machine: machine(cpus ? `servers pinned to CPU ${cpus.server} (taskset, V8's garbage collection on their main thread: --single-threaded-gc), load generator to CPU ${cpus.load}` : 'no CPU pinning (taskset missing or one CPU)'),
+    machine: machine(cpus ? `servers pinned to CPU ${cpus.server}, load generator to CPU ${cpus.load} (taskset)` : 'no CPU pinning (taskset missing or one CPU)'),
     settings,
     steal: runSteal(),
     rows,

@@ -61,11 +61,7 @@ export function killAllNow(): void {
 export async function startServer(name: string, spec: ServerSpec): Promise<RunningServer> {
   // BENCH_CPU_PROF=dir writes a V8 CPU profile of every server into dir (open it in Chrome DevTools).
   const profile = process.env.BENCH_CPU_PROF ? [`--cpu-prof`, `--cpu-prof-dir=${path.resolve(process.env.BENCH_CPU_PROF)}`] : [];
-  // A server pinned to one core runs V8's garbage collection on its main thread: helper threads
-  // (parallel scavenges, concurrent marking) could only take turns with it on that core, and each
-  // turn they take stalls every request in flight for a scheduler slice (tens of ms at p99 @½).
-  const gc = cpus ? ['--single-threaded-gc'] : [];
-  const node = [process.execPath, ...gc, ...profile, path.join(root, 'bin', 'run-ts.mjs'), path.join(root, 'bench', 'server.ts'), JSON.stringify(spec)];
+  const node = [process.execPath, ...profile, path.join(root, 'bin', 'run-ts.mjs'), path.join(root, 'bench', 'server.ts'), JSON.stringify(spec)];
   const [command, ...args] = cpus ? ['taskset', '-c', cpus.server, ...node] : node;
   const child = spawn(command!, args, { cwd: root, stdio: ['pipe', 'pipe', 'pipe'] });
   live.add(child);
