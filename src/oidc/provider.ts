@@ -65,7 +65,7 @@ export function apiResourceIndicators(options: { audience: string; accessTokenTt
 }
 
 /** Whether a client is registered as a resource server (`resource_server: true`). */
-export function isResourceServer(client: { metadata(): object } | undefined): boolean {
+export function isResourceServer(client: object | undefined): boolean {
   // The instance holds the extra metadata as registered; metadata() would rebuild every field.
   return (client as { resource_server?: unknown } | undefined)?.resource_server === true;
 }
@@ -74,7 +74,7 @@ export function isResourceServer(client: { metadata(): object } | undefined): bo
  * Who may introspect a token: the client it was issued to, and any resource server. Shared with
  * the benchmark's bare oidc-provider.
  */
-export const introspectionAllowed = async (_ctx: KoaContextWithOIDC, client: { clientId: string; metadata(): object }, token: { clientId?: string }): Promise<boolean> =>
+export const introspectionAllowed = async (_ctx: KoaContextWithOIDC, client: { clientId: string }, token: { clientId?: string }): Promise<boolean> =>
   token.clientId === client.clientId || isResourceServer(client);
 
 /** Token lifetimes and refresh-token rules; shared with the benchmark's bare oidc-provider. */
