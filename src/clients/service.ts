@@ -5,8 +5,6 @@ import type { ClientMetadata } from 'oidc-provider';
 import { KnexAdapter } from '../../adapters/knex-adapter.ts';
 import { ClientValidationError } from './errors.ts';
 
-export { ClientValidationError };
-
 export interface NewClient {
   name: string;
   redirectUris: string[];
@@ -25,7 +23,6 @@ export interface ClientSummary {
   token_endpoint_auth_method: string;
   resource_server: boolean;
 }
-
 
 const summarise = (m: ClientMetadata): ClientSummary => ({
   client_id: m.client_id,

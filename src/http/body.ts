@@ -48,17 +48,13 @@ export function readRawBody(ctx: Context, limit = BODY_LIMIT): Promise<string> {
 
 /** Parses an application/x-www-form-urlencoded body, refusing repeated fields. */
 export function parseForm(raw: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [key, value] of new URLSearchParams(raw)) {
-    if (Object.hasOwn(out, key)) throw new BodyError(`the ${key} parameter must not be provided twice`);
-    out[key] = value;
-  }
-  return out;
+  checkFormFields(raw);
+  return Object.fromEntries(new URLSearchParams(raw));
 }
 
 /**
- * Refuses a form body with a repeated field, as parseForm does, without decoding the values: for
- * a form that is handed on as it came (the token endpoint's).
+ * Refuses a form body with a repeated field, without decoding the values: on its own for a form
+ * that is handed on as it came (the token endpoint's).
  */
 export function checkFormFields(raw: string): void {
   const names = new Set<string>();
