@@ -16,7 +16,6 @@ import { servedOnce } from './oidc/metadata-cache.ts';
 import { createProvider, metadataPaths, routes } from './oidc/provider.ts';
 import { offlineAccessAsksForConsent } from './oidc/offline-access.ts';
 import { tokenEndpointBodies } from './oidc/token-body.ts';
-import { releaseWhenFinished } from './oidc/release-context.ts';
 import { closeGracefully, startHttpServer } from './http/server.ts';
 
 export interface AuthServer {
@@ -117,8 +116,6 @@ type Layer = (ctx: KoaContextWithOIDC, next: Next) => Promise<unknown>;
 function additions(parts: { metadata: Layer; interactions: Layer; introspection: Layer }): Layer {
   const metadata = new Set<string>(metadataPaths);
   return (ctx, next) => {
-    // Every request, whatever answers it: once sent, it is let go of (release-context.ts).
-    releaseWhenFinished(ctx);
     const { path } = ctx;
     // Discovery and the JWKS, serialised once (metadata-cache.ts), before anything else runs.
     if (metadata.has(path)) return parts.metadata(ctx, next);
