@@ -129,6 +129,7 @@ export const endpoints: readonly Endpoint[] = [
         origin: fx.url,
         // Tokens in flight when a run stops are lost; top the pool up to one per connection and some.
         beforeRun: () => seed(Math.max(0, 24 - pool.length)),
+        rotating: { bodyBefore: 'grant_type=refresh_token&refresh_token=', field: 'refresh_token', take: () => pool.splice(0) },
         requests: [{
           ...template,
           setupRequest: (req) => ({ ...req, body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: pool.pop() ?? 'exhausted' }).toString() }),

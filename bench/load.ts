@@ -15,6 +15,12 @@ export interface LoadPlan {
   summary?: (seconds: number) => string | undefined;
   /** Called before the measured runs begin (after warming up): what `summary` counts starts here. */
   resetSummary?: () => void;
+  /**
+   * The one request's body ends with a single-use token that each answer replaces (a rotating
+   * refresh token): `bodyBefore` + the token, found in the answer's JSON as `field`. `take` hands
+   * over the unused tokens on hand, for the paced client to start its connections with.
+   */
+  rotating?: { bodyBefore: string; field: string; take(): string[] };
   /** Its requests form sequences a turn's end would cut off (a whole login): measured in one turn. */
   indivisible?: boolean;
 }

@@ -1,6 +1,7 @@
 // The paced load generator, as a small process of its own (plain JavaScript, nothing else loaded).
 // Run by paced.ts:
-//   node bench/paced-client.mjs '{"origin":..., "method":..., "path":..., "headers":{...}, "body":..., "rate":..., "seconds":..., "connections":...}'
+//   node bench/paced-client.mjs '{"origin":..., "method":..., "path":..., "headers":{...}, "body":..., "rate":..., "seconds":..., "connections":...,
+//                                 "rotate": {"bodyBefore":..., "field":..., "seeds":[...]} (optional)}'
 // Prints one JSON line: { p50, p99, requests, failures, rps }.
 //
 // It speaks HTTP/1.1 over its keep-alive sockets itself: one request, serialised once, written
@@ -13,16 +14,32 @@ import net from 'node:net';
 const spec = JSON.parse(process.argv[2]);
 const origin = new URL(spec.origin);
 const body = spec.body === undefined ? undefined : Buffer.from(spec.body);
-const head = [
+const headLines = [
   `${spec.method} ${spec.path} HTTP/1.1`,
   `host: ${origin.host}`,
   'connection: keep-alive',
   ...Object.entries(spec.headers ?? {}).map(([name, value]) => `${name}: ${value}`),
-  ...(body ? [`content-length: ${body.length}`] : []),
-  '',
-  '',
-].join('\r\n');
-const request = body ? Buffer.concat([Buffer.from(head, 'latin1'), body]) : Buffer.from(head, 'latin1');
+];
+/** The request's bytes: its head, then the body (with its length) if it has one. */
+const serialise = (payload) => Buffer.concat([
+  Buffer.from([...headLines, ...(payload ? [`content-length: ${payload.length}`] : []), '', ''].join('\r\n'), 'latin1'),
+  ...(payload ? [payload] : []),
+]);
+const request = serialise(body);
+
+// A single-use credential in the body that every answer replaces (a rotating refresh token):
+// each connection sends the one its last answer carried, `bodyBefore` + the token. A connection
+// whose answer carried none (a failure) takes a spare seed; with none left, its requests fail.
+const rotate = spec.rotate;
+const seeds = rotate ? [...rotate.seeds] : [];
+const FIELD = rotate ? Buffer.from(`"${rotate.field}":"`) : undefined;
+const withToken = (token) => serialise(Buffer.from(`${rotate.bodyBefore}${encodeURIComponent(token ?? 'none-left')}`));
+const nextToken = (answer) => {
+  const at = answer.indexOf(FIELD);
+  if (at === -1) return seeds.pop();
+  const from = at + FIELD.length;
+  return answer.toString('latin1', from, answer.indexOf(0x22, from));
+};
 const ok = (status) => (spec.okStatuses ? spec.okStatuses.includes(status) : status >= 200 && status < 300);
 
 const HEADER_END = Buffer.from('\r\n\r\n');
@@ -51,7 +68,7 @@ function framing(buf) {
 
 /** A keep-alive connection with at most one request in flight (no pipelining). */
 function connection(onAnswer) {
-  const conn = { socket: undefined, issuedAt: 0, busy: false, buf: Buffer.alloc(0) };
+  const conn = { socket: undefined, issuedAt: 0, busy: false, buf: Buffer.alloc(0), token: rotate ? seeds.pop() : undefined };
   const open = () => {
     conn.buf = Buffer.alloc(0);
     conn.socket = net.connect({ host: origin.hostname, port: Number(origin.port), noDelay: true });
@@ -59,6 +76,7 @@ function connection(onAnswer) {
       conn.buf = conn.buf.length === 0 ? chunk : Buffer.concat([conn.buf, chunk]);
       const { length, status } = framing(conn.buf);
       if (length === -1) return;
+      if (rotate) conn.token = nextToken(conn.buf.subarray(0, length));
       conn.buf = conn.buf.subarray(length);
       conn.busy = false;
       onAnswer(conn, ok(status));
@@ -68,6 +86,7 @@ function connection(onAnswer) {
       // A request in flight on a closed connection failed; the next one goes out on a new socket.
       const failed = conn.busy;
       conn.busy = false;
+      if (failed && rotate) conn.token = seeds.pop(); // the one in flight may have been used
       if (!stopped) open();
       if (failed) onAnswer(conn, false);
     });
@@ -76,7 +95,7 @@ function connection(onAnswer) {
   conn.send = (issuedAt) => {
     conn.busy = true;
     conn.issuedAt = issuedAt;
-    conn.socket.write(request);
+    conn.socket.write(rotate ? withToken(conn.token) : request);
   };
   return conn;
 }
