@@ -153,7 +153,8 @@ async function main(): Promise<void> {
         peakRssMb,
         failures: full.failures,
         requests: full.requests,
-        note: load.summary?.(full.seconds),
+        // The paced run's failures, if any, are said beside its p99: it would be the p99 of refusals.
+        note: [load.summary?.(full.seconds), half?.failures ? `${half.failures} failed @½` : undefined].filter(Boolean).join('; ') || undefined,
         hRps,
       });
       summary.push(`${full.rps.toFixed(0)}${full.failures ? ` (${full.failures} failed)` : ''}`);
