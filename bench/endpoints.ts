@@ -125,14 +125,16 @@ export const endpoints: readonly Endpoint[] = [
       };
       await seed(1);
       const template = formPost('/oauth/token', web, { grant_type: 'refresh_token', refresh_token: pool[0]! });
+      // The form, up to the token (which is base64url, the same encoded either way).
+      const bodyBefore = 'grant_type=refresh_token&refresh_token=';
       return {
         origin: fx.url,
         // Tokens in flight when a run stops are lost; top the pool up to one per connection and some.
         beforeRun: () => seed(Math.max(0, 24 - pool.length)),
-        rotating: { bodyBefore: 'grant_type=refresh_token&refresh_token=', field: 'refresh_token', take: () => pool.splice(0) },
+        rotating: { bodyBefore, field: 'refresh_token', take: () => pool.splice(0) },
         requests: [{
           ...template,
-          setupRequest: (req) => ({ ...req, body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: pool.pop() ?? 'exhausted' }).toString() }),
+          setupRequest: (req) => ({ ...req, body: `${bodyBefore}${encodeURIComponent(pool.pop() ?? 'exhausted')}` }),
           onResponse(status, body) {
             if (status === 200) pool.push(String((JSON.parse(body) as { refresh_token: string }).refresh_token));
           },

@@ -27,10 +27,10 @@ export const MAX_PACED_RATE = 40000;
  * Single-request plans only, fixed or `rotating`; the authorization-code flow's sequence is not paced.
  */
 export async function runPaced(plan: LoadPlan, options: { rate: number; seconds: number; connections: number }): Promise<PacedResult | undefined> {
-  const template = plan.requests[0]!;
+  const [template, ...more] = plan.requests;
+  if (!template || more.length > 0 || options.rate > MAX_PACED_RATE) return undefined;
   // The client sends one fixed request, or one whose body carries the token the last answer gave.
-  const fixed = !template.setupRequest && !template.onResponse;
-  if (plan.requests.length !== 1 || options.rate > MAX_PACED_RATE || !(fixed || plan.rotating)) return undefined;
+  if ((template.setupRequest || template.onResponse) && !plan.rotating) return undefined;
   await plan.beforeRun?.();
   const rotate = plan.rotating && { bodyBefore: plan.rotating.bodyBefore, field: plan.rotating.field, seeds: plan.rotating.take() };
   const spec = { origin: plan.origin, method: template.method ?? 'GET', path: template.path ?? '/', headers: template.headers ?? {}, body: template.body, okStatuses: plan.expectStatus ? [plan.expectStatus] : undefined, rotate, ...options };

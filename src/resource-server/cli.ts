@@ -5,9 +5,12 @@ import { createLogger } from '../logger.ts';
 import type { ApiClientCredentials } from './provision.ts';
 import { createApiServer, type ApiServer } from './server.ts';
 
+// Registering the API's client needs oidc-provider: loaded only when one must be registered.
+const ensureApiClient: typeof import('./provision.ts').ensureApiClient = async (...args) => (await import('./provision.ts')).ensureApiClient(...args);
+
 /** `latchkey serve`: the companion API in the same process, on the authorization server's database. */
 export async function startApiBeside(config: Config, auth: AuthServer): Promise<ApiServer> {
-  const introspection = config.apiClient ?? (await (await import('./provision.ts')).ensureApiClient(auth.provider, auth.db.knex));
+  const introspection = config.apiClient ?? (await ensureApiClient(auth.provider, auth.db.knex));
   const logger = auth.logger.child({ server: 'api' });
   const api = createApiServer(config, { db: auth.db, logger, introspection });
   const port = await api.listen(config.apiPort);
@@ -49,7 +52,7 @@ async function provisionApiClient(config: Config, db: ReturnType<typeof openData
   const { createAuthServer } = await import('../app.ts');
   const auth = await createAuthServer({ ...config, logLevel: 'warn' }, { db });
   try {
-    return await (await import('./provision.ts')).ensureApiClient(auth.provider, db.knex);
+    return await ensureApiClient(auth.provider, db.knex);
   } finally {
     await auth.close();
   }
