@@ -18,7 +18,7 @@ import { combine, runLoad, type LoadPlan, type LoadResult } from './load.ts';
 import { runPaced } from './paced.ts';
 import type { TokenMode } from './protocol.ts';
 import { addRatios, evaluateGoals, machine, markdown, textTable, type Report, type Row } from './report.ts';
-import { cpus, killAllNow, pinSelf, specFor, startServer, stealMeter, targetLabels, waitUntilIdle, type RunningServer } from './targets.ts';
+import { cpus, killAllNow, pinLocalPostgres, pinSelf, specFor, startServer, stealMeter, targetLabels, waitUntilIdle, type RunningServer } from './targets.ts';
 
 const benchDir = path.dirname(fileURLToPath(import.meta.url));
 const { values: args } = parseArgs({
@@ -61,12 +61,14 @@ async function postgresReachable(url: string): Promise<boolean> {
 
 const servers = new Map<string, RunningServer>();
 const tmpDir = mkdtempSync(path.join(os.tmpdir(), 'latchkey-bench-'));
+let database: ReturnType<typeof pinLocalPostgres>;
 let cleaned = false;
 async function cleanup(): Promise<void> {
   if (cleaned) return;
   cleaned = true;
   await Promise.all([...servers.values()].map((s) => s.stop().catch(() => {})));
   killAllNow();
+  database?.restore();
   rmSync(tmpDir, { recursive: true, force: true });
 }
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
@@ -78,6 +80,7 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
 // Last resort: whatever happens, no server outlives the benchmark.
 process.once('exit', () => {
   killAllNow();
+  if (!cleaned) database?.restore();
   rmSync(tmpDir, { recursive: true, force: true });
 });
 
@@ -91,6 +94,7 @@ async function main(): Promise<void> {
   const postgres = await postgresReachable(args.postgres!);
   if (!postgres) skipped.push(`Latchkey on PostgreSQL (${args.postgres} is unreachable)`);
   const available = (t: TargetId) => (t !== 'postgres' || postgres) && (!wantedTargets || wantedTargets.has(t) || t === 'H');
+  if (postgres && available('postgres')) database = pinLocalPostgres(args.postgres!);
 
   const plan = endpoints
     .filter((e) => !wantedEndpoints || wantedEndpoints.has(e.id) || e.id === 'hello')
@@ -175,7 +179,7 @@ async function main(): Promise<void> {
   const report: Report = {
     startedAt: new Date(started).toISOString(),
     seconds: (Date.now() - started) / 1000,
-    machine: machine(cpus ? `servers pinned to CPU ${cpus.server}, load generator to CPU ${cpus.load} (taskset)` : 'no CPU pinning (taskset missing or one CPU)'),
+    machine: machine(cpus ? `servers pinned to CPU ${cpus.server}, load generator to CPU ${cpus.load}${database ? `, ${database.placement}` : ''} (taskset)` : 'no CPU pinning (taskset missing or one CPU)'),
     settings,
     steal: runSteal(),
     rows,

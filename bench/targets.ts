@@ -37,6 +37,35 @@ export function pinSelf(): void {
   if (cpus) spawnSync('taskset', ['-a', '-p', '-c', cpus.load, String(process.pid)], { stdio: 'ignore' });
 }
 
+/**
+ * Moves a PostgreSQL server running on this machine (its postmaster and every backend, present and
+ * future: backends inherit the postmaster's CPUs) onto the load generator's core while the
+ * benchmark runs, as if it ran on a host of its own: left where the scheduler puts it, its
+ * backends took turns on the servers' core, and a request's latency then included another
+ * process's work. Returns what to say about it and how to put it back; nothing happens where the
+ * processes cannot be found or moved (another user's server, a container).
+ */
+export function pinLocalPostgres(url: string): { placement: string; restore(): void } | undefined {
+  const host = new URL(url).hostname;
+  if (!cpus || !['127.0.0.1', 'localhost', '::1', '[::1]', ''].includes(host)) return undefined;
+  const pids = spawnSync('pgrep', ['-x', 'postgres'], { encoding: 'utf8' }).stdout?.trim().split('\n').filter(Boolean) ?? [];
+  if (pids.length === 0) return undefined;
+  const mask = /affinity list: (\S+)/.exec(spawnSync('taskset', ['-c', '-p', pids[0]!], { encoding: 'utf8' }).stdout ?? '')?.[1];
+  const move = (list: string) => pids.every((pid) => spawnSync('taskset', ['-a', '-c', '-p', list, pid], { stdio: 'ignore' }).status === 0);
+  if (!mask || !move(cpus.load)) {
+    if (mask) move(mask);
+    return undefined;
+  }
+  return {
+    placement: `the local PostgreSQL server to CPU ${cpus.load} beside the load generator`,
+    restore() {
+      // Its backends now, including those started during the run.
+      const now = spawnSync('pgrep', ['-x', 'postgres'], { encoding: 'utf8' }).stdout?.trim().split('\n').filter(Boolean) ?? [];
+      for (const pid of now) spawnSync('taskset', ['-a', '-c', '-p', mask, pid], { stdio: 'ignore' });
+    },
+  };
+}
+
 export interface RunningServer {
   name: string;
   pid: number;
