@@ -48,7 +48,8 @@ export function pinSelf(): void {
 export function pinLocalPostgres(url: string): { placement: string; restore(): void } | undefined {
   const host = new URL(url).hostname;
   if (!cpus || !['127.0.0.1', 'localhost', '::1', '[::1]', ''].includes(host)) return undefined;
-  const pids = spawnSync('pgrep', ['-x', 'postgres'], { encoding: 'utf8' }).stdout?.trim().split('\n').filter(Boolean) ?? [];
+  const postgresPids = () => spawnSync('pgrep', ['-x', 'postgres'], { encoding: 'utf8' }).stdout?.trim().split('\n').filter(Boolean) ?? [];
+  const pids = postgresPids();
   if (pids.length === 0) return undefined;
   const mask = /affinity list: (\S+)/.exec(spawnSync('taskset', ['-c', '-p', pids[0]!], { encoding: 'utf8' }).stdout ?? '')?.[1];
   const move = (list: string) => pids.every((pid) => spawnSync('taskset', ['-a', '-c', '-p', list, pid], { stdio: 'ignore' }).status === 0);
@@ -59,9 +60,8 @@ export function pinLocalPostgres(url: string): { placement: string; restore(): v
   return {
     placement: `the local PostgreSQL server to CPU ${cpus.load} beside the load generator`,
     restore() {
-      // Its backends now, including those started during the run.
-      const now = spawnSync('pgrep', ['-x', 'postgres'], { encoding: 'utf8' }).stdout?.trim().split('\n').filter(Boolean) ?? [];
-      for (const pid of now) spawnSync('taskset', ['-a', '-c', '-p', mask, pid], { stdio: 'ignore' });
+      // Its processes now, including the backends started during the run.
+      for (const pid of postgresPids()) spawnSync('taskset', ['-a', '-c', '-p', mask, pid], { stdio: 'ignore' });
     },
   };
 }
