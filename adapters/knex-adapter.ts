@@ -10,9 +10,9 @@ const nowSeconds = () => Math.floor(Date.now() / 1000);
  * oidc-provider's storage over Knex: one table for every model, keyed by (model, id), with the
  * fields the library looks up by (grant id, session uid, device user code) indexed.
  * On SQLite: prepared statements on the server's connection, writes group-committed per turn of
- * the event loop, reads by id from an exact cache (payload-store.ts); on PostgreSQL: one
- * named (prepared) statement per call. Either way every write is committed before its call returns, so a
- * credential is stored before the response that carries it is sent.
+ * the event loop, reads by id from an exact cache (payload-store.ts); on PostgreSQL: one named
+ * (prepared) statement per call. Either way every write is committed before its call returns, so
+ * a credential is stored before the response that carries it is sent.
  */
 export class KnexAdapter implements Adapter {
   readonly #store: PayloadStore;
