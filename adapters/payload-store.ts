@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import { pgStatements } from '../src/db/pg-statements.ts';
 import { isBetterSqlite, sqliteStatements, type Statement } from '../src/db/sqlite-statements.ts';
 import type { ChangeSignal } from './client-cache.ts';
 import { createRowCache, type CachedRow } from './row-cache.ts';
@@ -71,10 +72,6 @@ function knexStore(knex: Knex): PayloadStore {
   };
 }
 
-interface PgConnection {
-  query(config: { name: string; text: string; values: unknown[] }): Promise<{ rows: unknown[]; rowCount: number | null }>;
-}
-
 // The same queries in PostgreSQL's placeholders, as named statements: each connection parses and
 // plans one once, then only binds and executes it.
 const PG_SQL = {
@@ -93,24 +90,11 @@ const PG_SQL = {
 
 const FIND_BY: Record<LookupColumn, keyof typeof PG_SQL> = { id: 'findById', uid: 'findByUid', user_code: 'findByUserCode' };
 
-/**
- * PostgreSQL: every call is one named statement on a connection from Knex's pool (so the pool's
- * size, health checks and shutdown stay Knex's). Against the same statements built by Knex's
- * query builder and sent unnamed, this measured ~70 µs less of this process's CPU per upsert and
- * ~100 µs less time per call: no query building here, no parsing and planning at the server.
- * Each statement commits on its own (autocommit) before its promise resolves.
- */
+/** PostgreSQL: every call is one named statement (pgStatements), committed before it resolves. */
 function postgresStore(knex: Knex): PayloadStore {
   const viaKnex = knexStore(knex);
-  const client = knex.client as { acquireConnection(): Promise<PgConnection>; releaseConnection(c: PgConnection): Promise<unknown> };
-  const run = async (name: keyof typeof PG_SQL, values: unknown[]) => {
-    const connection = await client.acquireConnection();
-    try {
-      return await connection.query({ name: `latchkey_payload_${name}`, text: PG_SQL[name], values });
-    } finally {
-      await client.releaseConnection(connection);
-    }
-  };
+  const statement = pgStatements(knex);
+  const run = (name: keyof typeof PG_SQL, values: unknown[]) => statement(`latchkey_payload_${name}`, PG_SQL[name], values);
   return {
     async upsert(row) {
       await run('upsert', [row.model, row.id, row.payload, row.grant_id, row.user_code, row.uid, row.expires_at]);

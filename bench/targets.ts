@@ -90,7 +90,9 @@ export function killAllNow(): void {
 export async function startServer(name: string, spec: ServerSpec): Promise<RunningServer> {
   // BENCH_CPU_PROF=dir writes a V8 CPU profile of every server into dir (open it in Chrome DevTools).
   const profile = process.env.BENCH_CPU_PROF ? [`--cpu-prof`, `--cpu-prof-dir=${path.resolve(process.env.BENCH_CPU_PROF)}`] : [];
-  const node = [process.execPath, ...profile, path.join(root, 'bin', 'run-ts.mjs'), path.join(root, 'bench', 'server.ts'), JSON.stringify(spec)];
+  // BENCH_NODE_FLAGS='--flag ...' runs every server (each target alike) with these Node options.
+  const flags = process.env.BENCH_NODE_FLAGS?.split(/\s+/).filter(Boolean) ?? [];
+  const node = [process.execPath, ...profile, ...flags, path.join(root, 'bin', 'run-ts.mjs'), path.join(root, 'bench', 'server.ts'), JSON.stringify(spec)];
   const [command, ...args] = cpus ? ['taskset', '-c', cpus.server, ...node] : node;
   const child = spawn(command!, args, { cwd: root, stdio: ['pipe', 'pipe', 'pipe'] });
   live.add(child);

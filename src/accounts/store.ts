@@ -1,5 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
+import { isPg, pgStatements } from '../db/pg-statements.ts';
+import { isBetterSqlite, sqliteStatements } from '../db/sqlite-statements.ts';
 import { hashPassword, verifyAgainstNothing, verifyPassword } from './passwords.ts';
 
 export interface User {
@@ -17,7 +19,10 @@ interface UserRow {
   created_at: number | string;
 }
 
-const toUser = (row: UserRow): User => ({
+/** A row without its password hash: what every lookup but sign-in reads. */
+type PublicRow = Omit<UserRow, 'password_hash'>;
+
+const toUser = (row: PublicRow): User => ({
   id: row.id,
   email: row.email,
   name: row.name,
@@ -30,10 +35,31 @@ export class DuplicateEmailError extends Error {
   }
 }
 
+/**
+ * The lookup by id behind every refresh and ID token (oidc-provider's findAccount): a statement
+ * prepared once where the database allows, instead of one built by Knex's query builder each time.
+ */
+function findRowById(knex: Knex): (id: string) => Promise<PublicRow | undefined> {
+  const columns = ['id', 'email', 'name', 'created_at'] as const;
+  const viaKnex = async (id: string): Promise<PublicRow | undefined> => knex('users').first(...columns).where({ id });
+  if (isBetterSqlite(knex)) {
+    const sqlite = sqliteStatements(knex);
+    const sql = `SELECT ${columns.join(', ')} FROM users WHERE id = ?`;
+    return async (id) => (sqlite.usable() ? (sqlite.prepare(sql).get(id) as PublicRow | undefined) : viaKnex(id));
+  }
+  if (isPg(knex)) {
+    const statement = pgStatements(knex);
+    const sql = `SELECT ${columns.join(', ')} FROM users WHERE id = $1`;
+    return async (id) => (await statement('latchkey_user_by_id', sql, [id])).rows[0] as PublicRow | undefined;
+  }
+  return viaKnex;
+}
+
 export type UserStore = ReturnType<typeof createUserStore>;
 
 export function createUserStore(knex: Knex) {
   const normaliseEmail = (email: string) => email.trim().toLowerCase();
+  const rowById = findRowById(knex);
 
   return {
     async create(input: { email: string; password: string; name?: string | null }): Promise<User> {
@@ -54,7 +80,7 @@ export function createUserStore(knex: Knex) {
     },
 
     async findById(id: string): Promise<User | undefined> {
-      const row: UserRow | undefined = await knex('users').first().where({ id });
+      const row = await rowById(id);
       return row && toUser(row);
     },
 

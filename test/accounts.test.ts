@@ -1,0 +1,58 @@
+import { decodeJwt } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { authorize, tokenRequest } from './flows.ts';
+import { postgresAvailable, startAuthServer, tempPostgres, type TestAuthServer } from './harness.ts';
+
+const backends = [
+  { name: 'SQLite', available: true, database: async () => ({ url: undefined, cleanup: async () => {} }) },
+  { name: 'PostgreSQL', available: await postgresAvailable(), database: async () => tempPostgres() },
+];
+
+for (const backend of backends) {
+  // oidc-provider looks the account up (findAccount) on every refresh and at userinfo.
+  describe.skipIf(!backend.available)(`the signed-in account behind tokens on ${backend.name}`, () => {
+    const redirectUri = 'http://127.0.0.1:8787/callback';
+    let as: TestAuthServer;
+    let cleanup: () => Promise<void>;
+    let client: { client_id: string; client_secret?: string };
+
+    beforeAll(async () => {
+      const database = await backend.database();
+      cleanup = database.cleanup;
+      as = await startAuthServer({ databaseUrl: database.url });
+      client = await as.createClient({ redirectUris: [redirectUri] });
+    });
+    afterAll(async () => {
+      await as?.close({ removeDatabase: true });
+      await cleanup?.();
+    });
+
+    const signIn = async (user: { email: string; password: string }) => {
+      const { redirect } = await authorize({ issuer: as.url, clientId: client.client_id, redirectUri, scope: 'openid email profile offline_access', email: user.email, password: user.password });
+      const tokens = await tokenRequest(as.url, { grant_type: 'authorization_code', code: redirect.searchParams.get('code')!, redirect_uri: redirectUri }, { basic: [client.client_id, client.client_secret!] });
+      expect(tokens.status, JSON.stringify(tokens.body)).toBe(200);
+      return tokens.body;
+    };
+    const refresh = (refreshToken: unknown) => tokenRequest(as.url, { grant_type: 'refresh_token', refresh_token: String(refreshToken) }, { basic: [client.client_id, client.client_secret!] });
+
+    it('refreshes for the account and answers userinfo with its claims', async () => {
+      const user = await as.createUser({ name: 'Ada Lovelace' });
+      const refreshed = await refresh((await signIn(user)).refresh_token);
+      expect(refreshed.status, JSON.stringify(refreshed.body)).toBe(200);
+      expect(decodeJwt(String(refreshed.body.id_token)).sub).toBe(user.id);
+
+      const res = await fetch(`${as.url}/oauth/userinfo`, { headers: { authorization: `Bearer ${refreshed.body.access_token}` } });
+      expect(res.status).toBe(200);
+      expect(await res.json()).toEqual({ sub: user.id, email: user.email, email_verified: false, name: 'Ada Lovelace' });
+    });
+
+    it('refuses to refresh for an account that no longer exists', async () => {
+      const user = await as.createUser();
+      const tokens = await signIn(user);
+      await as.server.db.knex('users').where({ id: user.id }).delete();
+      const refreshed = await refresh(tokens.refresh_token);
+      expect(refreshed.status).toBe(400);
+      expect(refreshed.body.error).toBe('invalid_grant');
+    });
+  });
+}
