@@ -40,7 +40,8 @@ export async function tokenEndpointBodies(ctx: Context, next: Next): Promise<voi
     if (!(err instanceof BodyError)) throw err;
     return invalidRequest(ctx, err.status, err.message);
   }
-  // oidc-provider takes an already-read body from req.body; it must then look like a form.
+  // oidc-provider takes an already-read body from req.body; it must then look like a form. (Our
+  // patch to it keeps it from warning about a raw body handed on this way: README.)
   (ctx.req as typeof ctx.req & { body?: string }).body = form;
   if (isJson) {
     ctx.req.headers['content-type'] = 'application/x-www-form-urlencoded';
