@@ -34,7 +34,7 @@ export interface Report {
   startedAt: string;
   seconds: number;
   machine: { cpus: number; model: string; node: string; pinned: string };
-  settings: { connections: number; seconds: number; warmupSeconds: number; rounds: number; halfLoadSeconds: number; pacedRepeatStealPercent: number; pacedRepeatBudgetSeconds: number; settleSeconds: number; tool: string };
+  settings: { connections: number; seconds: number; warmupSeconds: number; rounds: number; halfLoadSeconds: number; settleSeconds: number; tool: string };
   /** The CPU time the hypervisor took from this machine during the whole run, in percent. */
   steal?: number;
   rows: Row[];
@@ -163,9 +163,7 @@ ${rss}
 - p99 @½ is timed by a separate small process (bench/paced-client.mjs). "steal @½" is the share of
   the machine's CPU time the hypervisor gave to other guests during that run (/proc/stat): while
   the virtual CPUs are taken away, every process stalls, and one stall of tens of milliseconds
-  decides the p99 of a 3 s run. On a quiet host even H shows 1-3 ms there. A run with ${s.pacedRepeatStealPercent}% steal or
-  more was run once more (until the repeats took ${s.pacedRepeatBudgetSeconds} s in all) and the one with less steal kept,
-  chosen on steal alone; the notes give the other's steal and p99.
+  decides the p99 of a 3 s run. On a quiet host even H shows 1-3 ms there.
 ${defs}
 `;
 }

@@ -15,7 +15,7 @@ import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { endpoints, type TargetId } from './endpoints.ts';
 import { combine, runLoad, type LoadPlan, type LoadResult } from './load.ts';
-import { runPaced, type PacedResult } from './paced.ts';
+import { runPaced } from './paced.ts';
 import type { TokenMode } from './protocol.ts';
 import { addRatios, evaluateGoals, machine, markdown, textTable, type Report, type Row } from './report.ts';
 import { cpus, killAllNow, pinLocalPostgres, pinSelf, specFor, startServer, stealMeter, targetLabels, waitUntilIdle, type RunningServer } from './targets.ts';
@@ -40,10 +40,6 @@ const settings = {
   // A row's seconds are spread over rounds, its targets and H taking turns (see measureTogether).
   rounds: quick ? 4 : 6,
   halfLoadSeconds: quick ? 1.5 : 3,
-  // A paced run during which other guests took this share of the machine is run once more (pacedAtHalf)...
-  pacedRepeatStealPercent: 2,
-  // ...while the repeats so far took less than this, which keeps the whole run under 10 minutes.
-  pacedRepeatBudgetSeconds: quick ? 20 : 75,
   settleSeconds: quick ? 1 : 3,
   tool: 'autocannon 9 (programmatic) for throughput; an evenly paced keep-alive client for p99 @½',
 };
@@ -146,7 +142,8 @@ async function main(): Promise<void> {
     const summary: string[] = [];
     for (const [i, { target, load }] of measured.entries()) {
       const { result: full, peakRssMb } = results[i]!;
-      const { half, steal: stealHalf, setAside } = target === 'H' ? {} : await pacedAtHalf(load, full.rps / 2);
+      const halfSteal = stealMeter();
+      const half = target === 'H' ? undefined : await runPaced(load, { connections: settings.connections, seconds: settings.halfLoadSeconds, rate: full.rps / 2 });
       rows.push({
         endpoint: endpoint.id,
         label: endpoint.label,
@@ -156,12 +153,12 @@ async function main(): Promise<void> {
         p50: full.p50,
         p99: full.p99,
         p99Half: half?.p99,
-        stealHalf,
+        stealHalf: half ? halfSteal() : undefined,
         peakRssMb,
         failures: full.failures,
         requests: full.requests,
         // The paced run's failures, if any, are said beside its p99: it would be the p99 of refusals.
-        note: [load.summary?.(full.seconds), half?.failures ? `${half.failures} failed @½` : undefined, setAside].filter(Boolean).join('; ') || undefined,
+        note: [load.summary?.(full.seconds), half?.failures ? `${half.failures} failed @½` : undefined].filter(Boolean).join('; ') || undefined,
         hRps,
       });
       summary.push(`${full.rps.toFixed(0)}${full.failures ? ` (${full.failures} failed)` : ''}`);
@@ -200,32 +197,6 @@ async function main(): Promise<void> {
     writeFileSync(path.join(benchDir, 'results.md'), markdown(report));
     process.stdout.write(`\nwrote bench/results.md and bench/results.json (${report.seconds.toFixed(0)} s)\n`);
   }
-}
-
-let pacedRepeatSeconds = 0;
-
-/**
- * The p99 @½ run. One stall of the virtual CPUs (the hypervisor serving other guests: "steal")
- * decides the p99 of a 3 s run whatever the server does, so a run during which steal took
- * `pacedRepeatStealPercent` of the machine is run once more, while the repeat budget lasts, and
- * the run with less steal is kept. The choice is made on steal alone, never on the latency
- * measured, and the run set aside is reported in the row's notes with its steal and its p99.
- */
-async function pacedAtHalf(load: LoadPlan, rate: number): Promise<{ half?: PacedResult; steal?: number; setAside?: string }> {
-  const once = async () => {
-    const steal = stealMeter();
-    const half = await runPaced(load, { connections: settings.connections, seconds: settings.halfLoadSeconds, rate });
-    return { half, steal: steal() };
-  };
-  const first = await once();
-  if (!first.half || first.steal === undefined || first.steal < settings.pacedRepeatStealPercent || pacedRepeatSeconds >= settings.pacedRepeatBudgetSeconds) return first;
-  const started = Date.now();
-  const second = await once();
-  pacedRepeatSeconds += (Date.now() - started) / 1000;
-  if (!second.half || second.steal === undefined) return first;
-  const [kept, other] = second.steal < first.steal ? [second, first] : [first, second];
-  const ordinal = kept === second ? 'second' : 'first';
-  return { ...kept, setAside: `p99 @½ from the ${ordinal} of two paced runs (the other: steal ${other.steal!.toFixed(0)}%, p99 ${other.half!.p99.toFixed(2)} ms)` };
 }
 
 /**
