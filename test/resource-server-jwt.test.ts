@@ -122,4 +122,21 @@ describe('the companion API with JWT access tokens', () => {
     // Same kid as the server's key, different key: the signature fails.
     await expectInvalid(await forge({}, {}, { ...stranger, kid: signingKey.kid }), /signature/);
   });
+
+  it('has the authorization server refuse to introspect a JWT access token, which resource servers verify themselves', async () => {
+    const rs = await as.createClient({ grantTypes: ['client_credentials'], redirectUris: [], scope: 'openid', resourceServer: true });
+    const introspect = async (token: string) => {
+      const res = await fetch(`${as.url}/oauth/introspect`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${rs.client_id}:${rs.client_secret}`).toString('base64')}` },
+        body: new URLSearchParams({ token }),
+      });
+      return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+    };
+    const jwt = await introspect(await clientToken());
+    expect(jwt.status).toBe(400);
+    expect(jwt.body).toMatchObject({ error: 'unsupported_token_type' });
+    // Neither a token with no dot nor a dotted string that is no JWT is mistaken for one.
+    for (const token of ['opaque-and-unknown', 'a.b.c']) expect(await introspect(token)).toEqual({ status: 200, body: { active: false } });
+  });
 });
