@@ -8,7 +8,7 @@
 // with compiling on load (tsx), a running server carries no TypeScript loader: on Node 20 that
 // loader is a thread with a V8 heap of its own, about 30 MB of resident memory.
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
@@ -35,15 +35,19 @@ export async function importTs(entry) {
   return import(url);
 }
 
+/** The manifest written beside the bundle by the last build, if any. */
+function readManifest(bundle) {
+  try {
+    return JSON.parse(readFileSync(`${bundle}.json`, 'utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
 /** The bundle exists and every source it was built from is unchanged (size and mtime). */
 function isFresh(bundle) {
-  let manifest;
-  try {
-    manifest = JSON.parse(readFileSync(`${bundle}.json`, 'utf8'));
-    statSync(bundle);
-  } catch {
-    return false;
-  }
+  const manifest = readManifest(bundle);
+  if (!manifest || !existsSync(bundle)) return false;
   return Object.entries(manifest.inputs).every(([file, stamp]) => {
     try {
       return stampOf(file) === stamp;
@@ -93,12 +97,33 @@ async function build(entry, outdir, bundle) {
     // This file too: a change to how bundles are built rebuilds them.
     const files = [...Object.keys(result.metafile.inputs).map((input) => path.resolve(root, input)), fileURLToPath(import.meta.url)];
     const inputs = Object.fromEntries(files.map((file) => [file, stampOf(file)]));
+    const outputs = result.outputFiles.map((output) => path.basename(output.path));
+    const previous = readManifest(bundle)?.outputs ?? [];
     const manifest = `${bundle}.json.${process.pid}`;
-    writeFileSync(manifest, JSON.stringify({ inputs }));
+    writeFileSync(manifest, JSON.stringify({ inputs, outputs }));
     renameSync(manifest, `${bundle}.json`);
+    removeOlderBuilds(outdir, new Set([...outputs, ...previous, `${path.basename(bundle)}.json`]));
   } finally {
     // esbuild's compiler runs as a child process; it is not needed again.
     await esbuild.stop();
+  }
+}
+
+/**
+ * Removes the chunks of builds before the previous one: a process that started from the previous
+ * entry may still be importing its chunks, one that started from an older one has long finished.
+ * A file written in the last minute stays too (another process building at this very moment).
+ */
+function removeOlderBuilds(outdir, keep) {
+  const minuteAgo = Date.now() - 60_000;
+  for (const name of readdirSync(outdir)) {
+    if (keep.has(name)) continue;
+    const file = path.join(outdir, name);
+    try {
+      if (statSync(file).mtimeMs < minuteAgo) rmSync(file, { force: true });
+    } catch {
+      // Gone already, or not ours to remove: it only takes space.
+    }
   }
 }
 
