@@ -2,7 +2,7 @@
 // Run by paced.ts:
 //   node bench/paced-client.mjs '{"origin":..., "method":..., "path":..., "headers":{...}, "body":..., "rate":..., "seconds":..., "connections":...,
 //                                 "rotate": {"bodyBefore":..., "field":..., "seeds":[...]} (optional)}'
-// Prints one JSON line: { p50, p99, requests, failures, rps }.
+// Prints one JSON line: { p50, p99, requests, failures, rps, longestPause }.
 //
 // It speaks HTTP/1.1 over its keep-alive sockets itself: one request, serialised once, written
 // again and again, and only the status line and the framing of each answer read. Node's HTTP
@@ -101,6 +101,7 @@ function connection(onAnswer) {
 }
 
 let stopped = false;
+let longestPause = 0;
 let record = () => {};
 let waiting = []; // when the requests that found every connection busy were issued, oldest first
 let waitingFrom = 0;
@@ -128,8 +129,13 @@ function paced(seconds, onAnswer) {
   };
   return new Promise((resolve) => {
     const started = performance.now();
+    let lastTick = started;
     const tick = () => {
       const now = performance.now();
+      // This process's own longest pause between turns: a stall here (its CPU taken by another
+      // process or by the hypervisor) is one the latencies it measures may include.
+      if (now - lastTick > longestPause) longestPause = now - lastTick;
+      lastTick = now;
       while (sent < total && started + sent * interval <= now) {
         const conn = idle.pop();
         if (conn) conn.send(now);
@@ -145,6 +151,7 @@ function paced(seconds, onAnswer) {
 
 // Warm up this process's JIT and the connections first.
 await paced(Math.min(1, spec.seconds / 3), () => {});
+longestPause = 0;
 const latencies = new Float64Array(Math.round(spec.rate * spec.seconds) + 16);
 let count = 0;
 let failures = 0;
@@ -156,4 +163,4 @@ stopped = true;
 for (const conn of connections) conn.socket.destroy();
 const sorted = latencies.subarray(0, count).sort();
 const at = (p) => sorted[Math.min(count - 1, Math.floor((p / 100) * count))];
-process.stdout.write(`${JSON.stringify({ p50: at(50), p99: at(99), requests: count, failures, rps: count / elapsed })}\n`);
+process.stdout.write(`${JSON.stringify({ p50: at(50), p99: at(99), requests: count, failures, rps: count / elapsed, longestPause })}\n`);

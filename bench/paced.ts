@@ -11,6 +11,8 @@ export interface PacedResult {
   requests: number;
   failures: number;
   rps: number;
+  /** The client's own longest pause between two turns of its loop during the run, in ms. */
+  longestPause: number;
 }
 
 export const MAX_PACED_RATE = 40000;

@@ -43,6 +43,8 @@ const settings = {
   settleSeconds: quick ? 1 : 3,
   tool: 'autocannon 9 (programmatic) for throughput; an evenly paced keep-alive client for p99 @½',
 };
+/** A pause of the paced client this long is said in the row's notes. */
+const CLIENT_STALL_NOTED_MS = 5;
 const partial = Boolean(args.only || args.targets);
 const wantedEndpoints = args.only ? new Set(args.only.split(',')) : undefined;
 const wantedTargets = args.targets ? new Set(args.targets.split(',')) : undefined;
@@ -158,7 +160,12 @@ async function main(): Promise<void> {
         failures: full.failures,
         requests: full.requests,
         // The paced run's failures, if any, are said beside its p99: it would be the p99 of refusals.
-        note: [load.summary?.(full.seconds), half?.failures ? `${half.failures} failed @½` : undefined].filter(Boolean).join('; ') || undefined,
+        // So is a stall of the paced client itself, which the latencies it measured may include.
+        note: [
+          load.summary?.(full.seconds),
+          half?.failures ? `${half.failures} failed @½` : undefined,
+          half && half.longestPause >= CLIENT_STALL_NOTED_MS ? `the paced client itself stalled ${half.longestPause.toFixed(0)} ms` : undefined,
+        ].filter(Boolean).join('; ') || undefined,
         hRps,
       });
       summary.push(`${full.rps.toFixed(0)}${full.failures ? ` (${full.failures} failed)` : ''}`);
