@@ -18,7 +18,7 @@ import { combine, runLoad, type LoadPlan, type LoadResult } from './load.ts';
 import { runPaced } from './paced.ts';
 import type { TokenMode } from './protocol.ts';
 import { addRatios, evaluateGoals, machine, markdown, textTable, type Report, type Row } from './report.ts';
-import { cpus, killAllNow, pinLocalPostgres, pinSelf, specFor, startServer, stealMeter, targetLabels, waitUntilIdle, type RunningServer } from './targets.ts';
+import { cpus, killAllNow, othersCpuMeter, pinLocalPostgres, pinSelf, specFor, startServer, stealMeter, targetLabels, waitUntilIdle, type RunningServer } from './targets.ts';
 
 const benchDir = path.dirname(fileURLToPath(import.meta.url));
 const { values: args } = parseArgs({
@@ -45,6 +45,8 @@ const settings = {
 };
 /** A pause of the paced client this long is said in the row's notes. */
 const CLIENT_STALL_NOTED_MS = 5;
+/** CPU time other processes used during a paced run (its warm-up included) that is said in the row's notes: 30-80 ms on a quiet run here. */
+const OTHERS_CPU_NOTED_MS = 150;
 const partial = Boolean(args.only || args.targets);
 const wantedEndpoints = args.only ? new Set(args.only.split(',')) : undefined;
 const wantedTargets = args.targets ? new Set(args.targets.split(',')) : undefined;
@@ -145,7 +147,9 @@ async function main(): Promise<void> {
     for (const [i, { target, load }] of measured.entries()) {
       const { result: full, peakRssMb } = results[i]!;
       const halfSteal = stealMeter();
+      const halfOthers = othersCpuMeter(servers.values(), target === 'postgres');
       const half = target === 'H' ? undefined : await runPaced(load, { connections: settings.connections, seconds: settings.halfLoadSeconds, rate: full.rps / 2 });
+      const othersMs = half ? halfOthers() : undefined;
       rows.push({
         endpoint: endpoint.id,
         label: endpoint.label,
@@ -165,6 +169,7 @@ async function main(): Promise<void> {
           load.summary?.(full.seconds),
           half?.failures ? `${half.failures} failed @½` : undefined,
           half && half.longestPause >= CLIENT_STALL_NOTED_MS ? `the paced client itself stalled ${half.longestPause.toFixed(0)} ms` : undefined,
+          othersMs !== undefined && othersMs >= OTHERS_CPU_NOTED_MS ? `other processes used ${othersMs.toFixed(0)} ms of CPU @½` : undefined,
         ].filter(Boolean).join('; ') || undefined,
         hRps,
       });

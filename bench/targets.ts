@@ -37,6 +37,9 @@ export function pinSelf(): void {
   if (cpus) spawnSync('taskset', ['-a', '-p', '-c', cpus.load, String(process.pid)], { stdio: 'ignore' });
 }
 
+/** The processes of a PostgreSQL server running on this machine (postmaster and backends). */
+const postgresPids = (): string[] => spawnSync('pgrep', ['-x', 'postgres'], { encoding: 'utf8' }).stdout?.trim().split('\n').filter(Boolean) ?? [];
+
 /**
  * Moves a PostgreSQL server running on this machine (its postmaster and every backend, present and
  * future: backends inherit the postmaster's CPUs) onto the load generator's core while the
@@ -48,7 +51,6 @@ export function pinSelf(): void {
 export function pinLocalPostgres(url: string): { placement: string; restore(): void } | undefined {
   const host = new URL(url).hostname;
   if (!cpus || !['127.0.0.1', 'localhost', '::1', '[::1]', ''].includes(host)) return undefined;
-  const postgresPids = () => spawnSync('pgrep', ['-x', 'postgres'], { encoding: 'utf8' }).stdout?.trim().split('\n').filter(Boolean) ?? [];
   const pids = postgresPids();
   if (pids.length === 0) return undefined;
   const mask = /affinity list: (\S+)/.exec(spawnSync('taskset', ['-c', '-p', pids[0]!], { encoding: 'utf8' }).stdout ?? '')?.[1];
@@ -192,6 +194,48 @@ export function stealMeter(): () => number | undefined {
     const end = read();
     if (!start || !end || end.total === start.total) return undefined;
     return (100 * (end.steal - start.steal)) / (end.total - start.total);
+  };
+}
+
+/** utime + stime (+ cutime + cstime: children waited for) of a process, in ms; 0 once it is gone. */
+function processCpuMs(pid: number | 'self', withChildren: boolean): number {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(f[11]) + Number(f[12]) + (withChildren ? Number(f[13]) + Number(f[14]) : 0)) * 10;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Starts measuring the CPU time every other process on this machine used (kernel threads and
+ * processes that came and went included): the machine's busy time (/proc/stat) less the
+ * benchmark's own (this process and the children it waited for, e.g. the paced client), the
+ * servers', and a local PostgreSQL server's while `postgresIsOurs`. A service of the machine's
+ * waking up (here RabbitMQ starts a short-lived Erlang VM about once a minute, ~250 ms of CPU)
+ * takes its CPU from the servers or from the load generator, whatever they are doing. Returns a
+ * reading in ms since the start, undefined where /proc/stat is missing.
+ */
+export function othersCpuMeter(servers: Iterable<RunningServer>, postgresIsOurs: boolean): () => number | undefined {
+  const list = [...servers];
+  const busy = () => {
+    try {
+      // cpu  user nice system idle iowait irq softirq steal ...: steal too, since a process's own
+      // CPU time includes what was stolen while it ran.
+      const f = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
+      return (f[0]! + f[1]! + f[2]! + f[5]! + f[6]! + f[7]!) * 10;
+    } catch {
+      return undefined;
+    }
+  };
+  const ours = () => processCpuMs('self', true)
+    + list.reduce((sum, s) => sum + processCpuMs(s.pid, false), 0)
+    + (postgresIsOurs ? postgresPids().reduce((sum, pid) => sum + processCpuMs(Number(pid), true), 0) : 0);
+  const start = { busy: busy(), ours: ours() };
+  return () => {
+    const end = busy();
+    if (start.busy === undefined || end === undefined) return undefined;
+    return Math.max(0, end - start.busy - (ours() - start.ours));
   };
 }
 
