@@ -149,15 +149,7 @@ export async function startServer(name: string, spec: ServerSpec): Promise<Runni
         // Not Linux, or not allowed: the peak is then the process's peak so far.
       }
     },
-    cpuMs() {
-      try {
-        // utime and stime, in clock ticks (100 a second on Linux), after the command's closing parenthesis.
-        const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-        return (Number(fields[11]) + Number(fields[12])) * 10;
-      } catch {
-        return undefined;
-      }
-    },
+    cpuMs: () => processCpuMs(pid, false),
     rss() {
       const text = status();
       return text ? { peak: kib(text, 'VmHWM') / 1024, current: kib(text, 'VmRSS') / 1024 } : undefined;
@@ -197,13 +189,16 @@ export function stealMeter(): () => number | undefined {
   };
 }
 
-/** utime + stime (+ cutime + cstime: children waited for) of a process, in ms; 0 once it is gone. */
-function processCpuMs(pid: number | 'self', withChildren: boolean): number {
+/**
+ * utime + stime (+ cutime + cstime: children waited for) of a process, in ms (Linux /proc: clock
+ * ticks, 100 a second, after the command's closing parenthesis); undefined when it cannot be read.
+ */
+function processCpuMs(pid: number | 'self', withChildren: boolean): number | undefined {
   try {
     const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
     return (Number(f[11]) + Number(f[12]) + (withChildren ? Number(f[13]) + Number(f[14]) : 0)) * 10;
   } catch {
-    return 0;
+    return undefined;
   }
 }
 
@@ -228,9 +223,9 @@ export function othersCpuMeter(servers: Iterable<RunningServer>, postgresIsOurs:
       return undefined;
     }
   };
-  const ours = () => processCpuMs('self', true)
-    + list.reduce((sum, s) => sum + processCpuMs(s.pid, false), 0)
-    + (postgresIsOurs ? postgresPids().reduce((sum, pid) => sum + processCpuMs(Number(pid), true), 0) : 0);
+  const ours = () => (processCpuMs('self', true) ?? 0)
+    + list.reduce((sum, s) => sum + (s.cpuMs() ?? 0), 0)
+    + (postgresIsOurs ? postgresPids().reduce((sum, pid) => sum + (processCpuMs(Number(pid), true) ?? 0), 0) : 0);
   const start = { busy: busy(), ours: ours() };
   return () => {
     const end = busy();
