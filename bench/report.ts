@@ -34,7 +34,7 @@ export interface Report {
   startedAt: string;
   seconds: number;
   machine: { cpus: number; model: string; node: string; pinned: string };
-  settings: { connections: number; seconds: number; warmupSeconds: number; rounds: number; halfLoadSeconds: number; settleSeconds: number; tool: string };
+  settings: { connections: number; seconds: number; warmupSeconds: number; rounds: number; halfLoadSeconds: number; redoTurnOthersMsPerSecond: number; redoneTurnsPerRow: number; settleSeconds: number; tool: string };
   /** The CPU time the hypervisor took from this machine during the whole run, in percent. */
   steal?: number;
   rows: Row[];

@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -203,34 +203,53 @@ function processCpuMs(pid: number | 'self', withChildren: boolean): number | und
 }
 
 /**
- * Starts measuring the CPU time every other process on this machine used (kernel threads and
- * processes that came and went included): the machine's busy time (/proc/stat) less the
- * benchmark's own (this process and the children it waited for, e.g. the paced client), the
- * servers', and a local PostgreSQL server's while `postgresIsOurs`. A service of the machine's
- * waking up (here RabbitMQ starts a short-lived Erlang VM about once a minute, ~250 ms of CPU)
- * takes its CPU from the servers or from the load generator, whatever they are doing. Returns a
- * reading in ms since the start, undefined where /proc/stat is missing.
+ * The CPU time of every user-space process on this machine (kernel threads left out), its own and
+ * that of the children it waited for, in ms by pid: a process that came and went between two
+ * readings shows in its parent's (or, orphaned, in init's).
+ */
+function userProcessesCpuMs(): Map<number, number> | undefined {
+  let pids: string[];
+  try {
+    pids = readdirSync('/proc').filter((name) => /^\d+$/.test(name));
+  } catch {
+    return undefined;
+  }
+  const times = new Map<number, number>();
+  for (const pid of pids) {
+    try {
+      const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      // Kernel threads are kthreadd (2) and its children: the kernel's own work, much of it the
+      // servers' disk writes, is theirs to do.
+      if (pid === '2' || f[1] === '2') continue;
+      times.set(Number(pid), (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) * 10);
+    } catch {
+      // Gone meanwhile: its time is in its parent's now.
+    }
+  }
+  return times;
+}
+
+/**
+ * Starts measuring the CPU time that user-space processes outside the benchmark used: all but this
+ * process (with the children it waited for, e.g. the paced client), the servers, and a local
+ * PostgreSQL server while `postgresIsOurs`. A service of the machine waking up (here RabbitMQ
+ * starts a short-lived Erlang VM about once a minute, ~250 ms of CPU) takes its CPU from the
+ * servers or from the load generator, whatever they are doing. Returns a reading in ms since the
+ * start, undefined where /proc cannot be read.
  */
 export function othersCpuMeter(servers: Iterable<RunningServer>, postgresIsOurs: boolean): () => number | undefined {
-  const list = [...servers];
-  const busy = () => {
-    try {
-      // cpu  user nice system idle iowait irq softirq steal ...: steal too, since a process's own
-      // CPU time includes what was stolen while it ran.
-      const f = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
-      return (f[0]! + f[1]! + f[2]! + f[5]! + f[6]! + f[7]!) * 10;
-    } catch {
-      return undefined;
-    }
-  };
-  const ours = () => (processCpuMs('self', true) ?? 0)
-    + list.reduce((sum, s) => sum + (s.cpuMs() ?? 0), 0)
-    + (postgresIsOurs ? postgresPids().reduce((sum, pid) => sum + (processCpuMs(Number(pid), true) ?? 0), 0) : 0);
-  const start = { busy: busy(), ours: ours() };
+  const ours = new Set([process.pid, ...[...servers].map((s) => s.pid), ...(postgresIsOurs ? postgresPids().map(Number) : [])]);
+  const start = userProcessesCpuMs();
   return () => {
-    const end = busy();
-    if (start.busy === undefined || end === undefined) return undefined;
-    return Math.max(0, end - start.busy - (ours() - start.ours));
+    const end = userProcessesCpuMs();
+    if (!start || !end) return undefined;
+    // Backends started since then are the database's too.
+    if (postgresIsOurs) for (const pid of postgresPids()) ours.add(Number(pid));
+    let others = 0;
+    for (const pid of new Set([...start.keys(), ...end.keys()])) {
+      if (!ours.has(pid)) others += (end.get(pid) ?? 0) - (start.get(pid) ?? 0);
+    }
+    return Math.max(0, others);
   };
 }
 
