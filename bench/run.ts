@@ -41,7 +41,7 @@ const settings = {
   rounds: quick ? 4 : 6,
   halfLoadSeconds: quick ? 1.5 : 3,
   // A throughput turn during which processes outside the benchmark took this much CPU (ms a second
-  // of the turn; a quiet turn here: 20-40) is run again, at most `redoneTurnsPerRow` times a row.
+  // of the turn; a quiet turn here: 0-40) is run again, at most `redoneTurnsPerRow` times a row.
   redoTurnOthersMsPerSecond: 100,
   redoneTurnsPerRow: 4,
   settleSeconds: quick ? 1 : 3,
