@@ -219,8 +219,10 @@ async function main(): Promise<void> {
 /**
  * Runs several loads for `settings.seconds` each, not one after the other but in rounds, taking
  * turns (in reverse order every other round) after a warm-up each: on a shared machine whose speed
- * drifts over minutes, numbers measured side by side are what can be compared. `answering[i]` is
- * the process whose peak memory load i reports (loads past its end report none).
+ * drifts over minutes, numbers measured side by side are what can be compared. A turn in which
+ * processes outside the benchmark took `redoTurnOthersMsPerSecond` of CPU is thrown away and run
+ * again (`redoneTurnsPerRow` at most); `postgresIsOurs[i]`: load i's PostgreSQL is no outsider.
+ * `answering[i]` is the process whose peak memory load i reports (loads past its end report none).
  */
 async function measureTogether(loads: LoadPlan[], answering: RunningServer[], postgresIsOurs: boolean[]): Promise<{ result: LoadResult; peakRssMb?: number; redone: number[] }[]> {
   for (const load of loads) await runLoad(load, { connections: settings.connections, seconds: settings.warmupSeconds });
