@@ -151,9 +151,9 @@ async function main(): Promise<void> {
     for (const [i, { target, load }] of measured.entries()) {
       const { result: full, peakRssMb, redone } = results[i]!;
       const halfSteal = stealMeter();
-      const halfOthers = othersCpuMeter(servers.values(), target === 'postgres');
+      const halfOthers = othersCpuMeter(servers.values());
       const half = target === 'H' ? undefined : await runPaced(load, { connections: settings.connections, seconds: settings.halfLoadSeconds, rate: full.rps / 2 });
-      const othersMs = half ? halfOthers() : undefined;
+      const othersMs = half ? halfOthers.lap(target === 'postgres') : undefined;
       rows.push({
         endpoint: endpoint.id,
         label: endpoint.label,
@@ -233,14 +233,15 @@ async function measureTogether(loads: LoadPlan[], answering: RunningServer[], po
   const rounds = loads.some((load) => load.indivisible) ? 1 : settings.rounds;
   const turn = settings.seconds / rounds;
   let redoesLeft = rounds > 1 ? settings.redoneTurnsPerRow : 0;
+  // One lap a turn: the turns follow each other directly.
+  const others = othersCpuMeter(servers.values());
   for (let round = 0; round < rounds; round += 1) {
     const order = loads.map((_, i) => i);
     if (round % 2 === 1) order.reverse();
     for (const i of order) {
       for (;;) {
-        const others = othersCpuMeter(servers.values(), postgresIsOurs[i] === true);
         const result = await runLoad(loads[i]!, { connections: settings.connections, seconds: turn });
-        const othersMs = others();
+        const othersMs = others.lap(postgresIsOurs[i] === true);
         // Another process's burst took its CPU from this turn's server or load generator, and
         // not from the other targets' turns: measured again, the turns compare like with like.
         if (othersMs !== undefined && othersMs >= settings.redoTurnOthersMsPerSecond * turn && redoesLeft > 0) {

@@ -149,7 +149,10 @@ export async function startServer(name: string, spec: ServerSpec): Promise<Runni
         // Not Linux, or not allowed: the peak is then the process's peak so far.
       }
     },
-    cpuMs: () => processCpuMs(pid, false),
+    cpuMs() {
+      const stat = statOf(pid);
+      return stat && cpuMsOf(stat.fields, false);
+    },
     rss() {
       const text = status();
       return text ? { peak: kib(text, 'VmHWM') / 1024, current: kib(text, 'VmRSS') / 1024 } : undefined;
@@ -190,66 +193,71 @@ export function stealMeter(): () => number | undefined {
 }
 
 /**
- * utime + stime (+ cutime + cstime: children waited for) of a process, in ms (Linux /proc: clock
- * ticks, 100 a second, after the command's closing parenthesis); undefined when it cannot be read.
+ * A process's /proc/PID/stat: its command name, and the fields after it (the name is in
+ * parentheses and may hold spaces); undefined when it cannot be read.
  */
-function processCpuMs(pid: number | 'self', withChildren: boolean): number | undefined {
+function statOf(pid: number | string): { name: string; fields: string[] } | undefined {
   try {
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return (Number(f[11]) + Number(f[12]) + (withChildren ? Number(f[13]) + Number(f[14]) : 0)) * 10;
+    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const close = text.lastIndexOf(')');
+    return { name: text.slice(text.indexOf('(') + 1, close), fields: text.slice(close + 2).split(' ') };
   } catch {
     return undefined;
   }
 }
 
+/** utime + stime (+ cutime + cstime: children waited for) in ms: clock ticks, 100 a second. */
+const cpuMsOf = (fields: string[], withChildren: boolean) =>
+  (Number(fields[11]) + Number(fields[12]) + (withChildren ? Number(fields[13]) + Number(fields[14]) : 0)) * 10;
+
 /**
- * The CPU time of every user-space process on this machine (kernel threads left out), its own and
- * that of the children it waited for, in ms by pid: a process that came and went between two
+ * Every user-space process on this machine (kernel threads left out) by pid: its name and its CPU
+ * time with that of the children it waited for, so that a process that came and went between two
  * readings shows in its parent's (or, orphaned, in init's).
  */
-function userProcessesCpuMs(): Map<number, number> | undefined {
+function userProcesses(): Map<number, { name: string; ms: number }> | undefined {
   let pids: string[];
   try {
     pids = readdirSync('/proc').filter((name) => /^\d+$/.test(name));
   } catch {
     return undefined;
   }
-  const times = new Map<number, number>();
+  const processes = new Map<number, { name: string; ms: number }>();
   for (const pid of pids) {
-    try {
-      const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-      // Kernel threads are kthreadd (2) and its children: the kernel's own work, much of it the
-      // servers' disk writes, is theirs to do.
-      if (pid === '2' || f[1] === '2') continue;
-      times.set(Number(pid), (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) * 10);
-    } catch {
-      // Gone meanwhile: its time is in its parent's now.
-    }
+    const stat = statOf(pid); // undefined: gone meanwhile, its time now in its parent's
+    // Kernel threads are kthreadd (2) and its children: the kernel's own work, much of it the
+    // servers' disk writes, is theirs to do.
+    if (!stat || pid === '2' || stat.fields[1] === '2') continue;
+    processes.set(Number(pid), { name: stat.name, ms: cpuMsOf(stat.fields, true) });
   }
-  return times;
+  return processes;
 }
 
 /**
- * Starts measuring the CPU time that user-space processes outside the benchmark used: all but this
- * process (with the children it waited for, e.g. the paced client), the servers, and a local
- * PostgreSQL server while `postgresIsOurs`. A service of the machine waking up (here RabbitMQ
- * starts a short-lived Erlang VM about once a minute, ~250 ms of CPU) takes its CPU from the
- * servers or from the load generator, whatever they are doing. Returns a reading in ms since the
- * start, undefined where /proc cannot be read.
+ * Measures, lap by lap, the CPU time that user-space processes outside the benchmark used: all
+ * but this process (with the children it waited for, e.g. the paced client), the servers, and a
+ * local PostgreSQL server's processes in a lap that says `postgresIsOurs`. A service of the
+ * machine waking up (here RabbitMQ starts a short-lived Erlang VM about once a minute, ~250 ms of
+ * CPU) takes its CPU from the servers or from the load generator, whatever they are doing.
+ * `lap` returns the reading in ms since the previous lap (or the start) and starts the next one;
+ * undefined where /proc cannot be read.
  */
-export function othersCpuMeter(servers: Iterable<RunningServer>, postgresIsOurs: boolean): () => number | undefined {
-  const ours = new Set([process.pid, ...[...servers].map((s) => s.pid), ...(postgresIsOurs ? postgresPids().map(Number) : [])]);
-  const start = userProcessesCpuMs();
-  return () => {
-    const end = userProcessesCpuMs();
-    if (!start || !end) return undefined;
-    // Backends started since then are the database's too.
-    if (postgresIsOurs) for (const pid of postgresPids()) ours.add(Number(pid));
-    let others = 0;
-    for (const pid of new Set([...start.keys(), ...end.keys()])) {
-      if (!ours.has(pid)) others += (end.get(pid) ?? 0) - (start.get(pid) ?? 0);
-    }
-    return Math.max(0, others);
+export function othersCpuMeter(servers: Iterable<RunningServer>): { lap(postgresIsOurs: boolean): number | undefined } {
+  const ours = new Set([process.pid, ...[...servers].map((s) => s.pid)]);
+  let last = userProcesses();
+  return {
+    lap(postgresIsOurs) {
+      const start = last;
+      const end = (last = userProcesses());
+      if (!start || !end) return undefined;
+      let others = 0;
+      for (const pid of new Set([...start.keys(), ...end.keys()])) {
+        const name = (end.get(pid) ?? start.get(pid))!.name;
+        if (ours.has(pid) || (postgresIsOurs && name === 'postgres')) continue;
+        others += (end.get(pid)?.ms ?? 0) - (start.get(pid)?.ms ?? 0);
+      }
+      return Math.max(0, others);
+    },
   };
 }
 
