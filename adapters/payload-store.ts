@@ -163,9 +163,10 @@ interface Pending {
  * its row to be committed; the requests of one turn just share the commit (one WAL append instead
  * of one per row), which is what makes persistence nearly free under load.
  *
- * Reads by id come from an exact cache of the rows this store wrote or read (row-cache.ts), so
- * reading back a token just issued (introspection, refresh, a code's grant) costs no SQLite read
- * transaction; anything written by another path empties it (see `changes` below).
+ * Reads by id come from an exact cache of the rows this store read (row-cache.ts), so reading a
+ * token again (introspection, a grant at each refresh) costs no SQLite read transaction; this
+ * store's own writes update or drop cached rows, and anything written by another path empties it
+ * (see `changes` below).
  *
  * While a Knex transaction holds the connection (API-key usage, key rotation), a statement here
  * would join that transaction, so calls then go through Knex and wait for it like any query.
@@ -214,13 +215,13 @@ function sqliteStore(knex: Knex): PayloadStore {
   const committed = (w: Write, changed: boolean): boolean => {
     switch (w.kind) {
       case 'upsert':
-        rows.upserted(w.row.model, w.row.id, { payload: w.row.payload, consumed_at: null, grant_id: w.row.grant_id });
+        rows.written(w.row.model, w.row.id);
         break;
       case 'consume':
         if (changed) rows.consumed(w.model, w.id, w.at);
         break;
       case 'destroy':
-        rows.destroyed(w.model, w.id);
+        rows.written(w.model, w.id);
         break;
       case 'revoke':
         rows.grantRevoked(w.grantId);

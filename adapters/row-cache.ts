@@ -7,10 +7,14 @@ export interface CachedRow extends StoredPayload {
 const MAX_ROWS = 5_000;
 
 /**
- * Rows this process wrote or read lately, so that reading back a token it just issued (introspection,
- * refresh, the grant of a code) costs no SQLite read transaction. It is exact, not a TTL cache:
- * every write of this process passes through the store and updates it after the write commits,
- * and a commit by any other process changes the database's data_version, which empties it.
+ * Rows this process read lately, so that reading a token again (introspection of the same token,
+ * a grant for each of its refreshes) costs no SQLite read transaction. It is exact, not a TTL
+ * cache: every write of this process passes through the store and updates or drops the row after
+ * the write commits, and a commit by any other process changes the database's data_version, which
+ * empties it. A row this process writes is not cached until it is read: most issued tokens are
+ * never read back by this process, and caching each one kept it alive long enough to reach V8's
+ * old generation, whose collections (every few seconds under load, 10-30 ms with the event loop
+ * stalled) were the slowest moments of a client_credentials run.
  * Bounded: the rows cached longest ago go first (a hit does not reorder the cache, which would
  * cost two more Map operations on every lookup); a row evicted while still in use is read again.
  */
@@ -39,16 +43,12 @@ export function createRowCache() {
       rows.set(k, row);
       if (rows.size > MAX_ROWS) rows.delete(rows.keys().next().value!);
     },
-    /** After this process committed an upsert: the row as it now is in the database. */
-    upserted(model: string, id: string, row: CachedRow): void {
-      if (version === undefined) return;
-      this.set(model, id, row, version);
-    },
     consumed(model: string, id: string, at: number): void {
       const row = rows.get(key(model, id));
       if (row?.consumed_at === null) row.consumed_at = at;
     },
-    destroyed(model: string, id: string): void {
+    /** After this process committed an upsert or a delete: read the row again when asked for. */
+    written(model: string, id: string): void {
       rows.delete(key(model, id));
     },
     /** Rare (logout, code or refresh-token reuse): a scan is cheaper than keeping an index. */

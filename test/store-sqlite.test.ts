@@ -6,6 +6,7 @@ import { tempSqlite } from './harness.ts';
 
 const id = () => Math.random().toString(36).slice(2);
 const nextTurn = () => new Promise((resolve) => setImmediate(resolve));
+type RawConnection = { prepare(sql: string): { run(...params: unknown[]): unknown } };
 
 // What the SQLite fast path (prepared statements, group commit, row and client caches) promises
 // beyond the adapter contract: durability, isolation from Knex transactions, and exact caches.
@@ -126,6 +127,20 @@ describe('the SQLite token store', () => {
     const grant = await adapter('Grant').find(key);
     grant!.openid = { scope: 'openid email' };
     expect(await adapter('Grant').find(key)).toEqual({ jti: key, openid: { scope: 'openid' } });
+  });
+
+  it('does not keep a token it wrote until it is read: the first read comes from the database', async () => {
+    const key = id();
+    // The cache is in use (it has answered a read) before the token is issued.
+    expect(await adapter('AccessToken').find(id())).toBeUndefined();
+    await adapter('AccessToken').upsert(key, { jti: key, n: 1 }, 60);
+    // Changed on the server's own connection behind the store's back: neither data_version nor
+    // Knex's query events see it, so only a read from the database can find the change.
+    const pool = server.knex.client as { acquireConnection(): Promise<RawConnection>; releaseConnection(c: RawConnection): Promise<unknown> };
+    const connection = await pool.acquireConnection();
+    connection.prepare('UPDATE oidc_payloads SET payload = ? WHERE model = ? AND id = ?').run(JSON.stringify({ jti: key, n: 2 }), 'AccessToken', key);
+    await pool.releaseConnection(connection);
+    expect(await adapter('AccessToken').find(key)).toEqual({ jti: key, n: 2 });
   });
 
   it('reports a consumed token as consumed after it was cached', async () => {
