@@ -165,7 +165,7 @@ interface Pending {
  *
  * Reads by id come from an exact cache of the rows this store read (row-cache.ts), so reading a
  * token again (introspection, a grant at each refresh) costs no SQLite read transaction; this
- * store's own writes update or drop cached rows, and anything written by another path empties it
+ * store's own writes drop the rows they touch, and anything written by another path empties it
  * (see `changes` below).
  *
  * While a Knex transaction holds the connection (API-key usage, key rotation), a statement here
@@ -218,8 +218,6 @@ function sqliteStore(knex: Knex): PayloadStore {
         rows.written(w.row.model, w.row.id);
         break;
       case 'consume':
-        if (changed) rows.consumed(w.model, w.id, w.at);
-        break;
       case 'destroy':
         rows.written(w.model, w.id);
         break;

@@ -9,12 +9,16 @@ const MAX_ROWS = 5_000;
 /**
  * Rows this process read lately, so that reading a token again (introspection of the same token,
  * a grant for each of its refreshes) costs no SQLite read transaction. It is exact, not a TTL
- * cache: every write of this process passes through the store and updates or drops the row after
- * the write commits, and a commit by any other process changes the database's data_version, which
- * empties it. A row this process writes is not cached until it is read: most issued tokens are
+ * cache: every write of this process passes through the store and drops the rows it touched
+ * after the write commits, and a commit by any other process changes the database's
+ * data_version, which empties it. A row this process writes is not cached until it is read: most issued tokens are
  * never read back by this process, and caching each one kept it alive long enough to reach V8's
  * old generation, whose collections (every few seconds under load, 10-30 ms with the event loop
- * stalled) were the slowest moments of a client_credentials run.
+ * stalled) were the slowest moments of a client_credentials run. For the same reason a row this
+ * process consumed (a refresh token at its one use, an authorization code) is dropped, not kept
+ * with its consumed mark: it is read again only when someone replays it, and then from the
+ * database, which says it was consumed. Dropping it cut V8's promotion to its old generation
+ * during a refresh_token run by a third.
  * Bounded: the rows cached longest ago go first (a hit does not reorder the cache, which would
  * cost two more Map operations on every lookup); a row evicted while still in use is read again.
  */
@@ -43,11 +47,7 @@ export function createRowCache() {
       rows.set(k, row);
       if (rows.size > MAX_ROWS) rows.delete(rows.keys().next().value!);
     },
-    consumed(model: string, id: string, at: number): void {
-      const row = rows.get(key(model, id));
-      if (row?.consumed_at === null) row.consumed_at = at;
-    },
-    /** After this process committed an upsert or a delete: read the row again when asked for. */
+    /** After this process committed an upsert, a consume or a delete: read the row again when asked for. */
     written(model: string, id: string): void {
       rows.delete(key(model, id));
     },

@@ -143,6 +143,21 @@ describe('the SQLite token store', () => {
     expect(await adapter('AccessToken').find(key)).toEqual({ jti: key, n: 2 });
   });
 
+  it('does not keep a token it consumed: the next read comes from the database', async () => {
+    const key = id();
+    await adapter('RefreshToken').upsert(key, { jti: key, n: 1 }, 60);
+    // Read once, so the row is cached before it is consumed.
+    expect(await adapter('RefreshToken').find(key)).toEqual({ jti: key, n: 1 });
+    await adapter('RefreshToken').consume(key);
+    const pool = server.knex.client as { acquireConnection(): Promise<RawConnection>; releaseConnection(c: RawConnection): Promise<unknown> };
+    const connection = await pool.acquireConnection();
+    connection.prepare('UPDATE oidc_payloads SET payload = ? WHERE model = ? AND id = ?').run(JSON.stringify({ jti: key, n: 2 }), 'RefreshToken', key);
+    await pool.releaseConnection(connection);
+    const found = await adapter('RefreshToken').find(key);
+    expect(found).toMatchObject({ jti: key, n: 2 });
+    expect(typeof found?.consumed).toBe('number');
+  });
+
   it('reports a consumed token as consumed after it was cached', async () => {
     const key = id();
     await adapter('RefreshToken').upsert(key, { jti: key }, 60);
