@@ -1,4 +1,4 @@
-import { decodeJwt } from 'jose';
+import { createLocalJWKSet, decodeJwt, jwtVerify, type JSONWebKeySet } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { authorize, tokenRequest } from './flows.ts';
 import { postgresAvailable, startAuthServer, tempPostgres, type TestAuthServer } from './harness.ts';
@@ -44,6 +44,26 @@ for (const backend of backends) {
       const res = await fetch(`${as.url}/oauth/userinfo`, { headers: { authorization: `Bearer ${refreshed.body.access_token}` } });
       expect(res.status).toBe(200);
       expect(await res.json()).toEqual({ sub: user.id, email: user.email, email_verified: false, name: 'Ada Lovelace' });
+    });
+
+    it('signs ID tokens with its published ES256 key, and takes them back as id_token_hint at logout', async () => {
+      const user = await as.createUser();
+      const idToken = String((await signIn(user)).id_token);
+      const refreshed = await refresh((await signIn(user)).refresh_token);
+      const jwks = createLocalJWKSet((await (await fetch(`${as.url}/oauth/jwks`)).json()) as JSONWebKeySet);
+      for (const token of [idToken, String(refreshed.body.id_token)]) {
+        const { payload, protectedHeader } = await jwtVerify(token, jwks, { issuer: as.url, audience: client.client_id });
+        expect(protectedHeader.alg).toBe('ES256');
+        expect(payload.sub).toBe(user.id);
+      }
+      // The logout endpoint verifies the hint with the server's own public key.
+      const logout = (hint: string) => fetch(`${as.url}/oauth/logout?id_token_hint=${encodeURIComponent(hint)}`);
+      const accepted = await logout(idToken);
+      expect(accepted.status).toBe(200);
+      expect(await accepted.text()).toContain('<form');
+      const [header, body, signature] = idToken.split('.');
+      const forged = `${header}.${body}.${signature!.startsWith('A') ? 'B' : 'A'}${signature!.slice(1)}`;
+      expect((await logout(forged)).status).toBe(400);
     });
 
     it('refuses to refresh for an account that no longer exists', async () => {
