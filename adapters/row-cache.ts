@@ -11,14 +11,14 @@ const MAX_ROWS = 5_000;
  * a grant for each of its refreshes) costs no SQLite read transaction. It is exact, not a TTL
  * cache: every write of this process passes through the store and drops the rows it touched
  * after the write commits, and a commit by any other process changes the database's
- * data_version, which empties it. A row this process writes is not cached until it is read: most issued tokens are
- * never read back by this process, and caching each one kept it alive long enough to reach V8's
- * old generation, whose collections (every few seconds under load, 10-30 ms with the event loop
- * stalled) were the slowest moments of a client_credentials run. For the same reason a row this
- * process consumed (a refresh token at its one use, an authorization code) is dropped, not kept
- * with its consumed mark: it is read again only when someone replays it, and then from the
- * database, which says it was consumed. Dropping it cut V8's promotion to its old generation
- * during a refresh_token run by a third.
+ * data_version, which empties it. A row this process writes is not cached until it is read: most
+ * issued tokens are never read back by this process, and caching each one kept it alive long
+ * enough to reach V8's old generation, whose collections (every few seconds under load, 10-30 ms
+ * with the event loop stalled) were the slowest moments of a client_credentials run. For the same
+ * reason a row this process consumed (a refresh token at its one use, an authorization code) is
+ * dropped, not kept with its consumed mark: it is read again only when someone replays it, and
+ * then from the database, which says it was consumed. Dropping it cut V8's promotion to its old
+ * generation during a refresh_token run by a third.
  * Bounded: the rows cached longest ago go first (a hit does not reorder the cache, which would
  * cost two more Map operations on every lookup); a row evicted while still in use is read again.
  */

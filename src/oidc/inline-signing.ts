@@ -8,8 +8,8 @@ import { ExternalSigningKey } from 'oidc-provider';
  * signature itself takes ~25 µs, about what queueing the job costs the event loop already, and
  * the round trip adds two thread switches and a wake-up of the loop. Measured on the benchmark's
  * machine (one core for the server), client_credentials with JWT access tokens at half of its
- * maximum rate: 20% less CPU per token and a lower p99. RSA keys keep WebCrypto: a 2048-bit
- * signature takes about a millisecond, worth another thread.
+ * maximum rate: ~12% less CPU per token, a fifth of the thread switches and a lower p99. RSA keys
+ * keep WebCrypto: a 2048-bit signature takes about a millisecond, worth another thread.
  *
  * oidc-provider takes such keys in place of private JWKs (`features.externalSigningSupport`);
  * the JWKS it publishes holds the same public members either way.
