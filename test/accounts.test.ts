@@ -48,13 +48,19 @@ for (const backend of backends) {
 
     it('signs ID tokens with its published ES256 key, and takes them back as id_token_hint at logout', async () => {
       const user = await as.createUser();
-      const idToken = String((await signIn(user)).id_token);
-      const refreshed = await refresh((await signIn(user)).refresh_token);
+      // max_age puts auth_time in the ID token: the login's own claim beside the account's sub.
+      const { redirect } = await authorize({ issuer: as.url, clientId: client.client_id, redirectUri, scope: 'openid offline_access', email: user.email, password: user.password, extra: { max_age: '600', nonce: 'n-42' } });
+      const tokens = await tokenRequest(as.url, { grant_type: 'authorization_code', code: redirect.searchParams.get('code')!, redirect_uri: redirectUri }, { basic: [client.client_id, client.client_secret!] });
+      const idToken = String(tokens.body.id_token);
+      expect(decodeJwt(idToken)).toMatchObject({ sub: user.id, nonce: 'n-42', auth_time: expect.any(Number) });
+      const refreshed = await refresh(tokens.body.refresh_token);
       const jwks = createLocalJWKSet((await (await fetch(`${as.url}/oauth/jwks`)).json()) as JSONWebKeySet);
       for (const token of [idToken, String(refreshed.body.id_token)]) {
         const { payload, protectedHeader } = await jwtVerify(token, jwks, { issuer: as.url, audience: client.client_id });
         expect(protectedHeader.alg).toBe('ES256');
         expect(payload.sub).toBe(user.id);
+        // The account's claims and the login's own (patches/oidc-provider+9.13.3.patch builds them with Object.assign).
+        expect(payload.auth_time).toBeTypeOf('number');
       }
       // The logout endpoint verifies the hint with the server's own public key.
       const logout = (hint: string) => fetch(`${as.url}/oauth/logout?id_token_hint=${encodeURIComponent(hint)}`);
