@@ -129,17 +129,21 @@ describe('the SQLite token store', () => {
     expect(await adapter('Grant').find(key)).toEqual({ jti: key, openid: { scope: 'openid' } });
   });
 
+  // Changes a row on the server's own connection behind the store's back: neither data_version
+  // nor Knex's query events see it, so only a read from the database can find the change.
+  const changeBehindTheStore = async (model: string, key: string, payload: object) => {
+    const pool = server.knex.client as { acquireConnection(): Promise<RawConnection>; releaseConnection(c: RawConnection): Promise<unknown> };
+    const connection = await pool.acquireConnection();
+    connection.prepare('UPDATE oidc_payloads SET payload = ? WHERE model = ? AND id = ?').run(JSON.stringify(payload), model, key);
+    await pool.releaseConnection(connection);
+  };
+
   it('does not keep a token it wrote until it is read: the first read comes from the database', async () => {
     const key = id();
     // The cache is in use (it has answered a read) before the token is issued.
     expect(await adapter('AccessToken').find(id())).toBeUndefined();
     await adapter('AccessToken').upsert(key, { jti: key, n: 1 }, 60);
-    // Changed on the server's own connection behind the store's back: neither data_version nor
-    // Knex's query events see it, so only a read from the database can find the change.
-    const pool = server.knex.client as { acquireConnection(): Promise<RawConnection>; releaseConnection(c: RawConnection): Promise<unknown> };
-    const connection = await pool.acquireConnection();
-    connection.prepare('UPDATE oidc_payloads SET payload = ? WHERE model = ? AND id = ?').run(JSON.stringify({ jti: key, n: 2 }), 'AccessToken', key);
-    await pool.releaseConnection(connection);
+    await changeBehindTheStore('AccessToken', key, { jti: key, n: 2 });
     expect(await adapter('AccessToken').find(key)).toEqual({ jti: key, n: 2 });
   });
 
@@ -149,10 +153,7 @@ describe('the SQLite token store', () => {
     // Read once, so the row is cached before it is consumed.
     expect(await adapter('RefreshToken').find(key)).toEqual({ jti: key, n: 1 });
     await adapter('RefreshToken').consume(key);
-    const pool = server.knex.client as { acquireConnection(): Promise<RawConnection>; releaseConnection(c: RawConnection): Promise<unknown> };
-    const connection = await pool.acquireConnection();
-    connection.prepare('UPDATE oidc_payloads SET payload = ? WHERE model = ? AND id = ?').run(JSON.stringify({ jti: key, n: 2 }), 'RefreshToken', key);
-    await pool.releaseConnection(connection);
+    await changeBehindTheStore('RefreshToken', key, { jti: key, n: 2 });
     const found = await adapter('RefreshToken').find(key);
     expect(found).toMatchObject({ jti: key, n: 2 });
     expect(typeof found?.consumed).toBe('number');
