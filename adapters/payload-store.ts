@@ -211,7 +211,7 @@ function sqliteStore(knex: Knex): PayloadStore {
   };
 
   const rows = createRowCache();
-  /** Keeps the row cache equal to what was just committed. */
+  /** Drops from the row cache what was just committed, so the next read finds the row as it now is. */
   const committed = (w: Write, changed: boolean): boolean => {
     switch (w.kind) {
       case 'upsert':
