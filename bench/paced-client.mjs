@@ -68,7 +68,7 @@ function framing(buf) {
 
 /** A keep-alive connection with at most one request in flight (no pipelining). */
 function connection(onAnswer) {
-  const conn = { socket: undefined, issuedAt: 0, busy: false, buf: Buffer.alloc(0), token: rotate ? seeds.pop() : undefined };
+  const conn = { socket: undefined, index: -1, busy: false, buf: Buffer.alloc(0), token: rotate ? seeds.pop() : undefined };
   const open = () => {
     conn.buf = Buffer.alloc(0);
     conn.socket = net.connect({ host: origin.hostname, port: Number(origin.port), noDelay: true });
@@ -92,75 +92,78 @@ function connection(onAnswer) {
     });
   };
   open();
-  conn.send = (issuedAt) => {
+  conn.send = (index) => {
     conn.busy = true;
-    conn.issuedAt = issuedAt;
+    conn.index = index;
     conn.socket.write(rotate ? withToken(conn.token) : request);
   };
   return conn;
 }
 
 let stopped = false;
-let longestPause = 0;
-let record = () => {};
-let waiting = []; // when the requests that found every connection busy were issued, oldest first
-let waitingFrom = 0;
+
+// One run: a warm-up (this process's JIT and the connections) and then the measured seconds, on the
+// same schedule and through the same code (the warm-up's answers are recorded like the others and
+// left out at the end), so that nothing is compiled again, nor allocated, where the measurement
+// starts. Requests are numbered in the order they are due; what is kept of each is in arrays
+// allocated here, once: garbage collections of this process's own would otherwise pause it in the
+// middle of what it measures.
+const warmupSeconds = Math.min(1, spec.seconds / 3);
+const interval = 1000 / spec.rate;
+const measuredFrom = Math.round(spec.rate * warmupSeconds); // the first measured request
+const total = measuredFrom + Math.max(1, Math.round(spec.rate * spec.seconds));
+const issued = new Float64Array(total); // when each request was issued
+const latencies = new Float64Array(total);
+const good = new Uint8Array(total);
+let sent = 0; // requests issued so far (due, whether a connection was free or not)
+let dispatched = 0; // requests written to a connection so far: those in between wait for one
+let answered = 0;
+let lastAnswerAt = 0;
+// This process's own longest pause between two turns of its loop, during the warm-up [0] and
+// while it measures [1]: a stall here (its CPU taken by another process or by the hypervisor) is
+// one the latencies it measures may include.
+const longestPause = new Float64Array(2);
+let onDone = () => {};
+
 const idle = [];
-const connections = Array.from({ length: spec.connections }, () => connection((conn, good) => {
+const connections = Array.from({ length: spec.connections }, () => connection((conn, ok) => {
   // Latency runs from when the request was issued: time spent waiting for a free connection (all
   // of them busy at the server) counts; a late turn of this process's own loop does not.
-  record(performance.now() - conn.issuedAt, good);
-  if (waitingFrom < waiting.length) conn.send(waiting[waitingFrom++]);
+  lastAnswerAt = performance.now();
+  latencies[conn.index] = lastAnswerAt - issued[conn.index];
+  good[conn.index] = ok ? 1 : 0;
+  answered += 1;
+  if (dispatched < sent) conn.send(dispatched++);
   else idle.push(conn);
+  if (answered === total) onDone();
 }));
 idle.push(...connections);
 
-/** Sends `rate` requests a second for `seconds`, evenly spaced; polls every turn of the loop. */
-function paced(seconds, onAnswer) {
-  const total = Math.max(1, Math.round(spec.rate * seconds));
-  const interval = 1000 / spec.rate;
-  let sent = 0;
-  let answered = 0;
-  waiting = [];
-  waitingFrom = 0;
-  record = (ms, good) => {
-    onAnswer(ms, good);
-    answered += 1;
-  };
-  return new Promise((resolve) => {
-    const started = performance.now();
-    let lastTick = started;
-    const tick = () => {
-      const now = performance.now();
-      // This process's own longest pause between turns: a stall here (its CPU taken by another
-      // process or by the hypervisor) is one the latencies it measures may include.
-      if (now - lastTick > longestPause) longestPause = now - lastTick;
-      lastTick = now;
-      while (sent < total && started + sent * interval <= now) {
-        const conn = idle.pop();
-        if (conn) conn.send(now);
-        else waiting.push(now);
-        sent += 1;
-      }
-      if (answered < total) setImmediate(tick);
-      else resolve((performance.now() - started) / 1000);
-    };
-    tick();
-  });
-}
-
-// Warm up this process's JIT and the connections first.
-await paced(Math.min(1, spec.seconds / 3), () => {});
-longestPause = 0;
-const latencies = new Float64Array(Math.round(spec.rate * spec.seconds) + 16);
-let count = 0;
-let failures = 0;
-const elapsed = await paced(spec.seconds, (ms, good) => {
-  latencies[count++] = ms;
-  if (!good) failures += 1;
+// Sends `rate` requests a second, evenly spaced, until all `total` are answered; polls every turn.
+const started = performance.now();
+const measuredStart = started + measuredFrom * interval;
+let lastTick = started;
+const tick = () => {
+  const now = performance.now();
+  const phase = lastTick >= measuredStart ? 1 : 0;
+  if (now - lastTick > longestPause[phase]) longestPause[phase] = now - lastTick;
+  lastTick = now;
+  while (sent < total && started + sent * interval <= now) {
+    issued[sent] = now;
+    if (dispatched === sent && idle.length > 0) idle.pop().send(dispatched++);
+    sent += 1;
+  }
+  if (answered < total) setImmediate(tick);
+};
+await new Promise((resolve) => {
+  onDone = resolve;
+  tick();
 });
 stopped = true;
 for (const conn of connections) conn.socket.destroy();
-const sorted = latencies.subarray(0, count).sort();
+const count = total - measuredFrom;
+const failures = count - good.subarray(measuredFrom).reduce((sum, g) => sum + g, 0);
+const sorted = latencies.slice(measuredFrom).sort();
 const at = (p) => sorted[Math.min(count - 1, Math.floor((p / 100) * count))];
-process.stdout.write(`${JSON.stringify({ p50: at(50), p99: at(99), requests: count, failures, rps: count / elapsed, longestPause })}\n`);
+const rps = count / ((lastAnswerAt - measuredStart) / 1000);
+process.stdout.write(`${JSON.stringify({ p50: at(50), p99: at(99), requests: count, failures, rps, longestPause: longestPause[1] })}\n`);
