@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import { pgStatements } from '../src/db/pg-statements.ts';
+import { writeGateOf } from '../src/db/knex.ts';
 import { isBetterSqlite, sqliteStatements, type Statement } from '../src/db/sqlite-statements.ts';
 import type { ChangeSignal } from './client-cache.ts';
 import { createRowCache, type CachedRow } from './row-cache.ts';
@@ -240,10 +241,23 @@ function sqliteStore(knex: Knex): PayloadStore {
 
   // Writes waiting for the connection to come back from a Knex transaction, in request order.
   let draining: Promise<void> | undefined;
-  const flush = () => {
+  const gate = writeGateOf(knex);
+  const flush = (): void => {
+    if (queue.length === 0) return;
+    const direct = !draining && usable();
+    // The checkpoint thread is finishing a checkpoint (src/db/knex.ts): the batch waits for it,
+    // a few milliseconds, and so do the writes requested meanwhile; the event loop does not.
+    if (direct && gate && !gate.enter()) return gate.whenOpen(flush);
+    try {
+      commitBatch(direct);
+    } finally {
+      if (direct) gate?.leave();
+    }
+  };
+  const commitBatch = (direct: boolean) => {
     const batch = queue;
     queue = [];
-    if (draining || !usable()) {
+    if (!direct) {
       const mine = (draining ?? Promise.resolve()).then(async () => {
         for (const p of batch) await applyViaKnex(p.write).then((changed) => p.resolve(committed(p.write, changed)), p.reject);
       });

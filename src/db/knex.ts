@@ -52,6 +52,7 @@ export function openDatabase(url: string): Database {
       },
     },
   });
+  if (checkpointer) gates.set(knex, checkpointer.gate);
   return {
     knex,
     dialect,
@@ -65,6 +66,42 @@ export function openDatabase(url: string): Database {
 // SQLite's default is 1000 pages (4 MiB of WAL); the checkpoint thread keeps the WAL far smaller.
 const FALLBACK_CHECKPOINT_PAGES = 10_000;
 const CHECKPOINT_EVERY_MS = 200;
+// A WAL this long (frames, 16 MiB) that writes kept the checkpoint thread from copying to its end
+// is finished with this process's commits held back for a moment (see WriteGate).
+const COMPLETE_AT_FRAMES = 4096;
+const FEW_FRAMES = 64;
+
+// The Int32Array this process shares with its checkpoint thread: who may append to the WAL now,
+// and whether commits are waiting for the thread to let go.
+const GATE = 0;
+const WAITING = 1;
+const FREE = 0;
+const WRITING = 1;
+const CHECKPOINTING = 2;
+
+/**
+ * Under a steady stream of writes a PASSIVE checkpoint never catches up with the end of the WAL
+ * (frames arrive while it copies), so the WAL never starts over; it grew until this process's own
+ * connection checkpointed at FALLBACK_CHECKPOINT_PAGES, which held the event loop for 10-25 ms (two
+ * fsyncs and the copying) every 0.8 s at 3,700 tokens a second here. Instead, once the WAL is
+ * COMPLETE_AT_FRAMES long, the checkpoint thread finishes the checkpoint itself: passes back to
+ * back until few frames come during one, then it takes the gate, copies the rest (PASSIVE, so it
+ * waits for no one) and lets go. While it holds the gate, 3-5 ms (an fsync of the database file,
+ * mostly), this process's batched commits wait for it (`whenOpen`) and the event loop goes on; the
+ * next commit starts the WAL over.
+ */
+export interface WriteGate {
+  /** Takes the gate for a write transaction on this process's connection; false while the checkpoint thread holds it. */
+  enter(): boolean;
+  leave(): void;
+  /** Calls `then` once the checkpoint thread has let go of the gate. */
+  whenOpen(then: () => void): void;
+}
+
+const gates = new WeakMap<Knex, WriteGate>();
+
+/** The write gate of a SQLite database opened by openDatabase (none for PostgreSQL or :memory:). */
+export const writeGateOf = (knex: Knex): WriteGate | undefined => gates.get(knex);
 
 // Runs in the checkpoint thread: a connection of its own that copies committed WAL frames into
 // the database file. PASSIVE never waits for, nor blocks, the server's readers and writers.
@@ -73,8 +110,43 @@ const { parentPort, workerData } = require('node:worker_threads');
 const Database = require(workerData.driver);
 const db = new Database(workerData.file);
 db.pragma('synchronous = NORMAL');
+const shared = new Int32Array(workerData.shared);
+const { GATE, WAITING, FREE, WRITING, CHECKPOINTING } = workerData.slots;
+const checkpoint = () => db.pragma('wal_checkpoint(PASSIVE)')[0]; // { busy, log, checkpointed }
+// The server's commit in progress, if any, takes well under a millisecond.
+const hold = () => {
+  for (let tries = 0; tries < 50; tries += 1) {
+    if (Atomics.compareExchange(shared, GATE, FREE, CHECKPOINTING) === FREE) return true;
+    Atomics.wait(shared, GATE, WRITING, 1);
+  }
+  return false;
+};
+const release = () => {
+  Atomics.store(shared, GATE, FREE);
+  if (Atomics.load(shared, WAITING) === 1) parentPort.postMessage('open');
+};
+// A pass copies the frames that were in the WAL when it began; under a steady stream of writes
+// more have come by the time it ends, and the WAL only starts over once a checkpoint has caught up
+// with the last frame. So a long WAL gets a second pass with the gate held, when no frame comes.
+let finished = -1; // the WAL's length after the last held pass: nothing came since, nothing to do
 const timer = setInterval(() => {
-  try { db.pragma('wal_checkpoint(PASSIVE)'); } catch { /* busy or gone: the next round tries again */ }
+  try {
+    let pass = checkpoint();
+    if (pass.log < workerData.completeAtFrames || pass.log === finished) return;
+    // Passes back to back, each copying what came during the one before, until few frames came:
+    // the pass with the gate held then has little to copy, and holds the server's commits briefly.
+    for (let more = 0; more < 4; more += 1) {
+      const before = pass.log;
+      pass = checkpoint();
+      if (pass.log - before < workerData.fewFrames) break;
+    }
+    if (!hold()) return;
+    try {
+      finished = checkpoint().log;
+    } finally {
+      release();
+    }
+  } catch { /* busy or gone: the next round tries again */ }
 }, workerData.everyMs);
 parentPort.once('message', () => { clearInterval(timer); db.close(); parentPort.close(); });
 `;
@@ -85,18 +157,58 @@ parentPort.once('message', () => { clearInterval(timer); db.close(); parentPort.
  * A thread with its own connection does that work instead, off the event loop. Commits are
  * unaffected: each is durable in the WAL (synchronous=NORMAL) before its statement returns.
  */
-function startCheckpointer(file: string): { stop(): Promise<void> } {
+function startCheckpointer(file: string): { gate: WriteGate; stop(): Promise<void> } {
+  const shared = new Int32Array(new SharedArrayBuffer(2 * Int32Array.BYTES_PER_ELEMENT));
   const worker = new Worker(checkpointThread, {
     eval: true,
-    workerData: { file, driver: createRequire(import.meta.url).resolve('better-sqlite3'), everyMs: CHECKPOINT_EVERY_MS },
+    workerData: {
+      file,
+      driver: createRequire(import.meta.url).resolve('better-sqlite3'),
+      everyMs: CHECKPOINT_EVERY_MS,
+      completeAtFrames: COMPLETE_AT_FRAMES,
+      fewFrames: FEW_FRAMES,
+      shared: shared.buffer,
+      slots: { GATE, WAITING, FREE, WRITING, CHECKPOINTING },
+    },
   });
   // It must never keep a process alive (CLI commands close their database, but a crash must not hang).
   worker.unref();
+  let waiting: (() => void)[] = [];
+  let gone = false;
+  const open = () => {
+    if (waiting.length === 0) return;
+    const then = waiting;
+    waiting = [];
+    Atomics.store(shared, WAITING, 0);
+    worker.unref();
+    for (const f of then) f();
+  };
+  worker.on('message', open);
   worker.on('error', () => {
     // Without it the server's own connection checkpoints (FALLBACK_CHECKPOINT_PAGES): slower, still correct.
   });
-  const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
+  const exited = new Promise<void>((resolve) => worker.once('exit', () => {
+    // Whatever it held, nothing waits for it any more.
+    gone = true;
+    Atomics.store(shared, GATE, FREE);
+    open();
+    resolve();
+  }));
+  const gate: WriteGate = {
+    enter: () => gone || Atomics.compareExchange(shared, GATE, FREE, WRITING) === FREE,
+    leave: () => void Atomics.compareExchange(shared, GATE, WRITING, FREE),
+    whenOpen(then) {
+      waiting.push(then);
+      if (waiting.length > 1) return;
+      // Held commits keep the process alive until they are made.
+      worker.ref();
+      Atomics.store(shared, WAITING, 1);
+      // The thread may have let go before it could see WAITING: look again.
+      if (gone || Atomics.load(shared, GATE) !== CHECKPOINTING) setImmediate(open);
+    },
+  };
   return {
+    gate,
     async stop() {
       worker.postMessage('stop');
       const force = setTimeout(() => void worker.terminate(), 2000);
