@@ -14,7 +14,8 @@ interface Expiring {
 
 /**
  * Credentials already verified, so the hot path skips signatures and network round trips.
- * Bounded (least recently used entries go first) and never trusted past the credential's expiry.
+ * Bounded (entries not used since they last came up for eviction go first: "second chance", an
+ * approximation of least recently used) and never trusted past the credential's expiry.
  * Keys are SHA-256 digests, so the cache holds no usable credential.
  */
 export interface CredentialCache<T extends Expiring = AuthContext> {
@@ -31,6 +32,8 @@ interface Entry<T> {
   auth: T;
   trustUntil: number;
   expiresAt: number;
+  /** Used since it was stored or last came up for eviction. */
+  used: boolean;
 }
 
 // One-shot hashing: no Hash object per lookup on the hot path.
@@ -50,17 +53,29 @@ export function createCredentialCache<T extends Expiring = AuthContext>(options:
         entries.delete(key);
         return { state: 'miss' };
       }
-      // Move to the back of the Map: the Map's insertion order is our recency order.
-      entries.delete(key);
-      entries.set(key, entry);
+      // A hit only marks the entry. Moving it to the back of the Map (delete, then set) on every
+      // hit made V8 rebuild the Map's table, and those tables were promoted to the old generation:
+      // ~3 MB/s of it at 16,000 hits a second, and a full collection every 2-3 s.
+      entry.used = true;
       return { state: 'valid', auth: entry.auth };
     },
     set(credential, auth, trustUntilMs) {
       const expiresAt = auth.expiresAt ? auth.expiresAt.getTime() : Number.POSITIVE_INFINITY;
       const key = keyOf(credential);
       entries.delete(key);
-      entries.set(key, { auth, trustUntil: Math.min(trustUntilMs, expiresAt), expiresAt });
-      while (entries.size > maxEntries) entries.delete(entries.keys().next().value!);
+      entries.set(key, { auth, trustUntil: Math.min(trustUntilMs, expiresAt), expiresAt, used: false });
+      // The Map's insertion order is the eviction order: an entry used since it was stored (or
+      // since it last came up) goes to the back once, unmarked; one that was not goes. The entry
+      // being stored is not a candidate.
+      for (const [oldest, entry] of entries) {
+        if (entries.size <= maxEntries) break;
+        if (oldest === key) continue;
+        entries.delete(oldest);
+        if (entry.used) {
+          entry.used = false;
+          entries.set(oldest, entry);
+        }
+      }
     },
     delete(credential) {
       entries.delete(keyOf(credential));
