@@ -145,16 +145,18 @@ async function main(): Promise<void> {
       const server = servers.get(instanceName(target, endpoint.mode))!;
       // Whose memory this row reports: the process that answers it.
       const answering = endpoint.companionApi ? servers.get(apiName(instanceName(target, endpoint.mode)))! : server;
-      return { target, answering, load: await endpoint.prepare(server.fixtures) };
+      // The processes this target's paced run needs running: its server and the companion API beside it.
+      const own = [server, servers.get(apiName(instanceName(target, endpoint.mode)))].filter((s) => s !== undefined);
+      return { target, answering, own, load: await endpoint.prepare(server.fixtures) };
     }));
     // H takes turns beside every row: a row's "x H" compares numbers measured side by side.
     const reference = endpoint === hello ? undefined : await hello.prepare(h.fixtures);
     const results = await measureTogether([...measured.map((m) => m.load), ...(reference ? [reference] : [])], measured.map((m) => m.answering), measured.map((m) => m.target === 'postgres'));
     const hRps = reference ? results.at(-1)!.result.rps : undefined;
     const summary: string[] = [];
-    for (const [i, { target, load }] of measured.entries()) {
+    for (const [i, { target, own, load }] of measured.entries()) {
       const { result: full, peakRssMb, redone } = results[i]!;
-      const { half, stealHalf, othersMs, repeated } = target === 'H' ? {} : await measureHalfLoad(load, full.rps / 2, target === 'postgres');
+      const { half, stealHalf, othersMs, repeated } = target === 'H' ? {} : await measureHalfLoad(load, full.rps / 2, target === 'postgres', own);
       rows.push({
         endpoint: endpoint.id,
         label: endpoint.label,
@@ -225,13 +227,24 @@ async function main(): Promise<void> {
  * The paced run at `rate` (p99 @½), run again (`redonePacedRunsPerRow` times at most) while
  * processes outside the benchmark took `redoPacedOthersMs` of CPU during it: as with a throughput
  * turn, the choice looks only at what other processes did, never at the run's result.
+ * The other targets' servers, idle on the same core, are stopped meanwhile (SIGSTOP): their own
+ * timers and garbage collections (an idle Latchkey instance ran three full collections of 17-22 ms
+ * about a minute after its start) otherwise took the core from the measured server. Only `own`
+ * (its server and its companion API) run.
  */
-async function measureHalfLoad(load: LoadPlan, rate: number, postgresIsOurs: boolean): Promise<{ half?: PacedResult; stealHalf?: number; othersMs?: number; repeated: number[] }> {
+async function measureHalfLoad(load: LoadPlan, rate: number, postgresIsOurs: boolean, own: RunningServer[]): Promise<{ half?: PacedResult; stealHalf?: number; othersMs?: number; repeated: number[] }> {
   const repeated: number[] = [];
   for (;;) {
     const steal = stealMeter();
     const others = othersCpuMeter(servers.values());
-    const half = await runPaced(load, { connections: settings.connections, seconds: settings.halfLoadSeconds, rate });
+    const idle = [...servers.values()].filter((s) => !own.includes(s));
+    for (const s of idle) s.pause();
+    let half: PacedResult | undefined;
+    try {
+      half = await runPaced(load, { connections: settings.connections, seconds: settings.halfLoadSeconds, rate });
+    } finally {
+      for (const s of idle) s.resume();
+    }
     if (!half) return { repeated };
     const othersMs = others.lap(postgresIsOurs);
     if (othersMs !== undefined && othersMs >= settings.redoPacedOthersMs && repeated.length < settings.redonePacedRunsPerRow) {

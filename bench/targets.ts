@@ -112,6 +112,12 @@ export interface RunningServer {
   rss(): { peak: number; current: number } | undefined;
   /** CPU time used so far (all threads) in ms (Linux /proc), undefined elsewhere. */
   cpuMs(): number | undefined;
+  /**
+   * Stops the process where it is (SIGSTOP) while another target's latency is measured, and lets
+   * it go on (SIGCONT): see measureHalfLoad in run.ts.
+   */
+  pause(): void;
+  resume(): void;
   stop(): Promise<void>;
 }
 
@@ -191,8 +197,16 @@ export async function startServer(name: string, spec: ServerSpec): Promise<Runni
       const text = status();
       return text ? { peak: kib(text, 'VmHWM') / 1024, current: kib(text, 'VmRSS') / 1024 } : undefined;
     },
+    pause() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGSTOP');
+    },
+    resume() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGCONT');
+    },
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return;
+      // A paused process would keep its SIGTERM pending.
+      child.kill('SIGCONT');
       child.kill('SIGTERM');
       const timeout = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), 8000).unref());
       if ((await Promise.race([exited, timeout])) === 'timeout') {
