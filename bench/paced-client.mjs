@@ -121,7 +121,8 @@ let answered = 0;
 let lastAnswerAt = 0;
 // This process's own longest pause between two turns of its loop, during the warm-up [0] and
 // while it measures [1]: a stall here (its CPU taken by another process or by the hypervisor) is
-// one the latencies it measures may include.
+// one the latencies it measures may include. Only [1] is reported; [0] is there so that both
+// phases run the same code.
 const longestPause = new Float64Array(2);
 let onDone = () => {};
 

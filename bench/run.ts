@@ -143,10 +143,11 @@ async function main(): Promise<void> {
     process.stderr.write(`${endpoint.label} @ ${targets.map((t) => targetLabels[t]).join(', ')} ... `);
     const measured = await Promise.all(targets.map(async (target) => {
       const server = servers.get(instanceName(target, endpoint.mode))!;
+      const companion = servers.get(apiName(instanceName(target, endpoint.mode)));
       // Whose memory this row reports: the process that answers it.
-      const answering = endpoint.companionApi ? servers.get(apiName(instanceName(target, endpoint.mode)))! : server;
+      const answering = endpoint.companionApi ? companion! : server;
       // The processes this target's paced run needs running: its server and the companion API beside it.
-      const own = [server, servers.get(apiName(instanceName(target, endpoint.mode)))].filter((s) => s !== undefined);
+      const own = [server, companion].filter((s) => s !== undefined);
       return { target, answering, own, load: await endpoint.prepare(server.fixtures) };
     }));
     // H takes turns beside every row: a row's "x H" compares numbers measured side by side.

@@ -47,15 +47,18 @@ export function pinSelf(): void {
  */
 export const BENCH_NICE = -10;
 
-/** Raises this process to BENCH_NICE (its children inherit it); false where that is not allowed. */
-export function raisePriority(): boolean {
+/** Sets a process's nice value (pid 0: this one); false where that is not allowed, or it is gone. */
+function renice(pid: number, value: number): boolean {
   try {
-    os.setPriority(BENCH_NICE);
+    os.setPriority(pid, value);
     return true;
   } catch {
     return false;
   }
 }
+
+/** Raises this process to BENCH_NICE (its children inherit it); false where that is not allowed. */
+export const raisePriority = (): boolean => renice(0, BENCH_NICE);
 
 /** The processes of a PostgreSQL server running on this machine (postmaster and backends). */
 const postgresPids = (): string[] => spawnSync('pgrep', ['-x', 'postgres'], { encoding: 'utf8' }).stdout?.trim().split('\n').filter(Boolean) ?? [];
@@ -81,22 +84,14 @@ export function pinLocalPostgres(url: string): { placement: string; restore(): v
   }
   // Its priority too, as the benchmark's own (its backends, started by the postmaster, inherit it).
   const nice = os.getPriority(Number(pids[0]));
-  const renice = (pid: string, value: number) => {
-    try {
-      os.setPriority(Number(pid), value);
-      return true;
-    } catch {
-      return false; // not allowed (see BENCH_NICE), or gone meanwhile
-    }
-  };
-  const raised = pids.map((pid) => renice(pid, BENCH_NICE)).every(Boolean);
+  const raised = pids.map((pid) => renice(Number(pid), BENCH_NICE)).every(Boolean);
   return {
     placement: `the local PostgreSQL server to CPU ${cpus.load} beside the load generator${raised ? ` at the benchmark's priority` : ''}`,
     restore() {
       // Its processes now, including the backends started during the run.
       for (const pid of postgresPids()) {
         spawnSync('taskset', ['-a', '-c', '-p', mask, pid], { stdio: 'ignore' });
-        renice(pid, nice);
+        renice(Number(pid), nice);
       }
     },
   };
