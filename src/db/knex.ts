@@ -70,11 +70,15 @@ const CHECKPOINT_EVERY_MS = 200;
 // is finished with this process's commits held back for a moment (see WriteGate).
 const COMPLETE_AT_FRAMES = 4096;
 const FEW_FRAMES = 64;
+const STARVED_AFTER_MS = 1000;
+const YIELD_MS = 100;
 
 // The Int32Array this process shares with its checkpoint thread: who may append to the WAL now,
 // and whether commits are waiting for the thread to let go.
 const GATE = 0;
 const WAITING = 1;
+// How many rounds (CHECKPOINT_EVERY_MS) the thread has finished in which its checkpoint ran.
+const ROUNDS = 2;
 const FREE = 0;
 const WRITING = 1;
 const CHECKPOINTING = 2;
@@ -110,8 +114,10 @@ const { parentPort, workerData } = require('node:worker_threads');
 const Database = require(workerData.driver);
 const db = new Database(workerData.file);
 db.pragma('synchronous = NORMAL');
+// The lowest priority, for this thread only (a thread's nice value is its own on Linux): see startCheckpointer.
+try { require('node:os').setPriority(19); } catch {}
 const shared = new Int32Array(workerData.shared);
-const { GATE, WAITING, FREE, WRITING, CHECKPOINTING } = workerData.slots;
+const { GATE, WAITING, ROUNDS, FREE, WRITING, CHECKPOINTING } = workerData.slots;
 const checkpoint = () => db.pragma('wal_checkpoint(PASSIVE)')[0]; // { busy, log, checkpointed }
 // The server's commit in progress, if any, takes well under a millisecond.
 const hold = () => {
@@ -130,8 +136,10 @@ const release = () => {
 // with the last frame. So a long WAL gets a second pass with the gate held, when no frame comes.
 let finished = -1; // the WAL's length after the last held pass: nothing came since, nothing to do
 const timer = setInterval(() => {
+  let ran = false; // a checkpoint ran: no other connection's held it off
   try {
     let pass = checkpoint();
+    ran = pass.busy === 0;
     if (pass.log < workerData.completeAtFrames || pass.log === finished) return;
     // Passes back to back, each copying what came during the one before, until few frames came:
     // the pass with the gate held then has little to copy, and holds the server's commits briefly.
@@ -146,7 +154,14 @@ const timer = setInterval(() => {
     } finally {
       release();
     }
-  } catch { /* busy or gone: the next round tries again */ }
+  } catch {
+    // Busy or gone: the next round tries again.
+  } finally {
+    if (ran) {
+      Atomics.add(shared, ROUNDS, 1);
+      Atomics.notify(shared, ROUNDS);
+    }
+  }
 }, workerData.everyMs);
 parentPort.once('message', () => { clearInterval(timer); db.close(); parentPort.close(); });
 `;
@@ -156,9 +171,15 @@ parentPort.once('message', () => { clearInterval(timer); db.close(); parentPort.
  * server's own connection, would stall every request in flight (better-sqlite3 is synchronous).
  * A thread with its own connection does that work instead, off the event loop. Commits are
  * unaffected: each is durable in the WAL (synchronous=NORMAL) before its statement returns.
+ *
+ * The thread runs at the lowest priority (nice 19). In the fsync of the database file it is woken
+ * each time a page has been written back, hundreds of times a checkpoint; at the server's own
+ * priority each of those wake-ups took the core from the event loop (when both share one), and
+ * requests waited 10-80 ms every 200 ms under a stream of writes. At the lowest priority it
+ * runs when the event loop waits for I/O.
  */
 function startCheckpointer(file: string): { gate: WriteGate; stop(): Promise<void> } {
-  const shared = new Int32Array(new SharedArrayBuffer(2 * Int32Array.BYTES_PER_ELEMENT));
+  const shared = new Int32Array(new SharedArrayBuffer(3 * Int32Array.BYTES_PER_ELEMENT));
   const worker = new Worker(checkpointThread, {
     eval: true,
     workerData: {
@@ -168,7 +189,7 @@ function startCheckpointer(file: string): { gate: WriteGate; stop(): Promise<voi
       completeAtFrames: COMPLETE_AT_FRAMES,
       fewFrames: FEW_FRAMES,
       shared: shared.buffer,
-      slots: { GATE, WAITING, FREE, WRITING, CHECKPOINTING },
+      slots: { GATE, WAITING, ROUNDS, FREE, WRITING, CHECKPOINTING },
     },
   });
   // It must never keep a process alive (CLI commands close their database, but a crash must not hang).
@@ -194,8 +215,31 @@ function startCheckpointer(file: string): { gate: WriteGate; stop(): Promise<voi
     open();
     resolve();
   }));
+  // The thread runs at the lowest priority, and a busy server would starve it of CPU, maybe
+  // in the middle of a checkpoint, holding the lock that also stops this connection's fallback
+  // checkpoint: the WAL would then grow for as long as the server stays busy. So would another
+  // process's checkpoint thread on the same file and core (`latchkey api`). So when this process
+  // keeps writing and the thread has not run a checkpoint for STARVED_AFTER_MS, this thread waits
+  // for it to run one (with nothing else running: a few ms), at most YIELD_MS, and the starved
+  // threads get the core meanwhile.
+  let rounds = 0;
+  let roundSeenAt = performance.now();
+  const yieldIfStarved = () => {
+    const finished = Atomics.load(shared, ROUNDS);
+    if (finished !== rounds) {
+      rounds = finished;
+      roundSeenAt = performance.now();
+    } else if (performance.now() - roundSeenAt >= STARVED_AFTER_MS) {
+      Atomics.wait(shared, ROUNDS, rounds, YIELD_MS);
+      roundSeenAt = performance.now();
+    }
+  };
   const gate: WriteGate = {
-    enter: () => gone || Atomics.compareExchange(shared, GATE, FREE, WRITING) === FREE,
+    enter() {
+      if (gone) return true;
+      yieldIfStarved();
+      return Atomics.compareExchange(shared, GATE, FREE, WRITING) === FREE;
+    },
     leave: () => void Atomics.compareExchange(shared, GATE, WRITING, FREE),
     whenOpen(then) {
       waiting.push(then);
