@@ -194,7 +194,7 @@ describe('the SQLite token store', () => {
     await vi.waitFor(() => expect(threadNices()).toContain(19), { timeout: 5000 });
   });
 
-  it.runIf(linux)('still finishes checkpoints while the event loop keeps its core busy with writes', async (ctx) => {
+  it.runIf(linux)('starts the WAL over again and again while the event loop keeps its core busy with writes', async (ctx) => {
     // This process on one core, as on a one-CPU machine, where the checkpoint thread (nice 19)
     // gets the core when the event loop waits, which this loop of writes never does. And this
     // thread at nice -20 where that is allowed (root): against nice 0 the checkpoint thread still
@@ -222,13 +222,13 @@ describe('the SQLite token store', () => {
         return header.readUInt32BE(12);
       };
       const before = startedOver();
-      const stopAt = Date.now() + 30_000;
-      let written = 0;
-      while (startedOver() === before && Date.now() < stopAt) {
+      // 40,000 rows, ~0.7 frames each: the WAL reaches the checkpoint thread's 4,096 frames several
+      // times over, and whenever the thread ran no checkpoint for half a second of this saturated
+      // loop, the loop waits for it to run one.
+      for (let written = 0; written < 40_000; written += 50) {
         await Promise.all(Array.from({ length: 50 }, id).map((key) => adapter('AccessToken').upsert(key, { jti: key }, 600)));
-        written += 50;
       }
-      expect(startedOver(), `the WAL never started over in ${written} writes`).not.toBe(before);
+      expect(startedOver() - before).toBeGreaterThanOrEqual(2);
     } finally {
       if (cpus) spawnSync('taskset', ['-a', '-c', '-p', cpus, String(process.pid)]);
       os.setPriority(nice);

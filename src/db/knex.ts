@@ -1,6 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import knexFactory, { type Knex } from 'knex';
 import { migrationSource } from './migrations/index.ts';
@@ -48,6 +49,9 @@ export function openDatabase(url: string): Database {
         // Checkpoints (copying the WAL into the database file, with an fsync) run on their own
         // thread (startCheckpointer); this connection only checkpoints if that thread falls far behind.
         if (checkpointer) conn.pragma(`wal_autocheckpoint = ${FALLBACK_CHECKPOINT_PAGES}`);
+        // A WAL that grew long (a saturated server: see yieldIfStarved) is cut back to this when it
+        // starts over, instead of keeping its largest size on disk.
+        conn.pragma(`journal_size_limit = ${WAL_SIZE_LIMIT_BYTES}`);
         done(null, conn);
       },
     },
@@ -65,12 +69,16 @@ export function openDatabase(url: string): Database {
 
 // SQLite's default is 1000 pages (4 MiB of WAL); the checkpoint thread keeps the WAL far smaller.
 const FALLBACK_CHECKPOINT_PAGES = 10_000;
+const WAL_SIZE_LIMIT_BYTES = 32 * 1024 * 1024;
 const CHECKPOINT_EVERY_MS = 200;
 // A WAL this long (frames, 16 MiB) that writes kept the checkpoint thread from copying to its end
 // is finished with this process's commits held back for a moment (see WriteGate).
 const COMPLETE_AT_FRAMES = 4096;
 const FEW_FRAMES = 64;
-const STARVED_AFTER_MS = 1000;
+// The checkpoint thread is starved when it ran no checkpoint for this long while this process's
+// event loop was this busy (its share of the time), and then the loop waits for it (yieldIfStarved).
+const STARVED_AFTER_MS = 500;
+const SATURATED = 0.95;
 const YIELD_MS = 100;
 
 // The Int32Array this process shares with its checkpoint thread: who may append to the WAL now,
@@ -215,24 +223,26 @@ function startCheckpointer(file: string): { gate: WriteGate; stop(): Promise<voi
     open();
     resolve();
   }));
-  // The thread runs at the lowest priority, and a busy server would starve it of CPU, maybe
-  // in the middle of a checkpoint, holding the lock that also stops this connection's fallback
-  // checkpoint: the WAL would then grow for as long as the server stays busy. So would another
-  // process's checkpoint thread on the same file and core (`latchkey api`). So when this process
-  // keeps writing and the thread has not run a checkpoint for STARVED_AFTER_MS, this thread waits
-  // for it to run one (with nothing else running: a few ms), at most YIELD_MS, and the starved
-  // threads get the core meanwhile.
+  // The thread runs at the lowest priority, and a saturated server starves it of CPU, maybe in the
+  // middle of a checkpoint, holding the lock that also stops this connection's fallback checkpoint:
+  // the WAL then grew for as long as the server stayed saturated (to 129 MB in 4 s here). So did
+  // another process's checkpoint thread on the same file and core (`latchkey api`). So when the
+  // thread has run no checkpoint for STARVED_AFTER_MS and the event loop was busy SATURATED of that
+  // time, this thread waits for it to run one (with nothing else running: a few ms), at most
+  // YIELD_MS, and the starved threads get the core meanwhile. A loop that is merely busy leaves
+  // the thread enough moments: it may then take seconds for a round, and nothing waits for it.
   let rounds = 0;
-  let roundSeenAt = performance.now();
+  let since = performance.now();
+  let loop = performance.eventLoopUtilization();
   const yieldIfStarved = () => {
     const finished = Atomics.load(shared, ROUNDS);
-    if (finished !== rounds) {
-      rounds = finished;
-      roundSeenAt = performance.now();
-    } else if (performance.now() - roundSeenAt >= STARVED_AFTER_MS) {
+    if (finished === rounds && performance.now() - since < STARVED_AFTER_MS) return;
+    if (finished === rounds && performance.eventLoopUtilization(loop).utilization >= SATURATED) {
       Atomics.wait(shared, ROUNDS, rounds, YIELD_MS);
-      roundSeenAt = performance.now();
     }
+    rounds = Atomics.load(shared, ROUNDS);
+    since = performance.now();
+    loop = performance.eventLoopUtilization();
   };
   const gate: WriteGate = {
     enter() {
