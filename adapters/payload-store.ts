@@ -322,8 +322,8 @@ function sqliteStore(knex: Knex): PayloadStore {
       await write({ kind: 'upsert', row });
     },
     find(model, column, value) {
-      if (column !== 'id' || READ_ONCE.has(model)) {
-        const s = statement(column === 'uid' ? 'findByUid' : column === 'user_code' ? 'findByUserCode' : 'findById');
+      if (column !== 'id') {
+        const s = statement(column === 'uid' ? 'findByUid' : 'findByUserCode');
         return s ? (s.get(model, value) as StoredPayload | undefined) : viaKnex.find(model, column, value);
       }
       const current = changes();
@@ -331,7 +331,8 @@ function sqliteStore(knex: Knex): PayloadStore {
       const cached = rows.get(model, value, current);
       if (cached !== undefined) return cached ?? undefined;
       const row = prepare('findById').get(model, value) as CachedRow | undefined;
-      rows.set(model, value, row ?? null, current);
+      // Introspection looks every token up as a refresh token too: that there is none is kept.
+      if (row === undefined || !READ_ONCE.has(model)) rows.set(model, value, row ?? null, current);
       return row;
     },
     consume: (model, id, at) => write({ kind: 'consume', model, id, at }),
@@ -355,9 +356,10 @@ function sqliteStore(knex: Knex): PayloadStore {
 
 /**
  * Rows read once, at their one use, which consumes them (refresh tokens rotate: see tokenPolicy in
- * src/oidc/provider.ts): the row cache does not keep them. Cached for the moment between that read
- * and the consume, they only churned its Map, whose tables V8 moved to its old generation: 40% of
- * what a refresh_token run promoted there, which its full collections (9 ms) then cleared.
+ * src/oidc/provider.ts): the row cache does not keep them, only that one does not exist. Cached
+ * for the moment between that read and the consume, they only churned its Map, whose tables V8
+ * moved to its old generation: 40% of what a refresh_token run promoted there, which its full
+ * collections (9 ms) then cleared.
  */
 const READ_ONCE = new Set(['AuthorizationCode', 'RefreshToken']);
 
