@@ -125,8 +125,11 @@ const fs = require('node:fs');
 const db = new Database(workerData.file);
 db.pragma('synchronous = NORMAL');
 const dbFile = fs.openSync(workerData.file, 'r+'); // only to fsync it (Windows wants write access for that)
-// The lowest priority, for this thread only (a thread's nice value is its own on Linux): see startCheckpointer.
-try { require('node:os').setPriority(19); } catch {}
+// The lowest priority, for this thread only: see startCheckpointer. Only on Linux, where a thread's
+// nice value is its own; elsewhere this would lower the whole process.
+if (process.platform === 'linux') {
+  try { require('node:os').setPriority(19); } catch {}
+}
 const shared = new Int32Array(workerData.shared);
 const { GATE, WAITING, ROUNDS, FREE, WRITING, CHECKPOINTING } = workerData.slots;
 const checkpoint = () => db.pragma('wal_checkpoint(PASSIVE)')[0]; // { busy, log, checkpointed }
@@ -187,11 +190,11 @@ parentPort.once('message', () => { clearInterval(timer); db.close(); fs.closeSyn
  * A thread with its own connection does that work instead, off the event loop. Commits are
  * unaffected: each is durable in the WAL (synchronous=NORMAL) before its statement returns.
  *
- * The thread runs at the lowest priority (nice 19). In the fsync of the database file it is woken
- * each time a page has been written back, hundreds of times a checkpoint; at the server's own
- * priority each of those wake-ups took the core from the event loop (when both share one), and
- * requests waited 10-80 ms every 200 ms under a stream of writes. At the lowest priority it
- * runs when the event loop waits for I/O.
+ * On Linux the thread runs at the lowest priority (nice 19). In the fsync of the database file it
+ * is woken each time a page has been written back, hundreds of times a checkpoint; at the
+ * server's own priority each of those wake-ups took the core from the event loop (when both share
+ * one), and requests waited 10-80 ms every 200 ms under a stream of writes. At the lowest
+ * priority it runs when the event loop waits for I/O.
  */
 function startCheckpointer(file: string): { gate: WriteGate; stop(): Promise<void> } {
   const shared = new Int32Array(new SharedArrayBuffer(3 * Int32Array.BYTES_PER_ELEMENT));
