@@ -223,7 +223,7 @@ describe('the SQLite token store', () => {
       };
       const before = startedOver();
       // 40,000 rows, ~0.7 frames each: the WAL reaches the checkpoint thread's 4,096 frames several
-      // times over, and whenever the thread ran no checkpoint for half a second of this saturated
+      // times over, and whenever the thread ran no checkpoint for two seconds of this saturated
       // loop, the loop waits for it to run one.
       for (let written = 0; written < 40_000; written += 50) {
         await Promise.all(Array.from({ length: 50 }, id).map((key) => adapter('AccessToken').upsert(key, { jti: key }, 600)));

@@ -77,7 +77,7 @@ const COMPLETE_AT_FRAMES = 4096;
 const FEW_FRAMES = 64;
 // The checkpoint thread is starved when it ran no checkpoint for this long while this process's
 // event loop was this busy (its share of the time), and then the loop waits for it (yieldIfStarved).
-const STARVED_AFTER_MS = 500;
+const STARVED_AFTER_MS = 2000;
 const SATURATED = 0.95;
 const YIELD_MS = 100;
 
@@ -241,6 +241,8 @@ function startCheckpointer(file: string): { gate: WriteGate; stop(): Promise<voi
   // time, this thread waits for it to run one (with nothing else running: a few ms), at most
   // YIELD_MS, and the starved threads get the core meanwhile. A loop that is merely busy leaves
   // the thread enough moments: it may then take seconds for a round, and nothing waits for it.
+  // Two seconds, not less: after a moment's backlog a busy loop can be saturated for half a second,
+  // and waits of 100 ms (a long WAL takes the thread that long) then made more backlog.
   let rounds = 0;
   let since = performance.now();
   let loop = performance.eventLoopUtilization();
