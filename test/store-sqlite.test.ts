@@ -189,7 +189,7 @@ describe('the SQLite token store', () => {
     return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
   });
 
-  it.runIf(linux)('checkpoints on a thread of the lowest priority, which the event loop does not wait for', async () => {
+  it.runIf(linux)('checkpoints on a thread of the lowest priority', async () => {
     // The thread lowers itself once it has started.
     await vi.waitFor(() => expect(threadNices()).toContain(19), { timeout: 5000 });
   });
