@@ -197,7 +197,8 @@ parentPort.once('message', () => { clearInterval(timer); db.close(); fs.closeSyn
  * priority it runs when the event loop waits for I/O.
  */
 function startCheckpointer(file: string): { gate: WriteGate; stop(): Promise<void> } {
-  const shared = new Int32Array(new SharedArrayBuffer(3 * Int32Array.BYTES_PER_ELEMENT));
+  // One Int32 per slot: GATE, WAITING, ROUNDS (the last).
+  const shared = new Int32Array(new SharedArrayBuffer((ROUNDS + 1) * Int32Array.BYTES_PER_ELEMENT));
   const worker = new Worker(checkpointThread, {
     eval: true,
     workerData: {
