@@ -5,6 +5,7 @@ import { DuplicateEmailError } from './accounts/store.ts';
 import { ClientValidationError } from './clients/errors.ts';
 import { ConfigError, loadConfig, type Config } from './config.ts';
 import { migrate, openDatabase } from './db/knex.ts';
+import { tuneGarbageCollectorForServing } from './http/gc-tuning.ts';
 import { createKeyStore } from './oidc/keys.ts';
 import { runApi, startApiBeside } from './resource-server/cli.ts';
 
@@ -64,9 +65,11 @@ async function run(argv: string[]): Promise<void> {
 
   switch (command) {
     case 'serve':
+      tuneGarbageCollectorForServing();
       return serve(config);
 
     case 'api':
+      tuneGarbageCollectorForServing();
       return runApi(config);
 
     case 'migrate': {

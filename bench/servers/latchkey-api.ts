@@ -7,6 +7,7 @@ import { createLogger } from '../../src/logger.ts';
 import { createApiServer } from '../../src/resource-server/server.ts';
 import { createCredentialCache, type CredentialCache } from '../../src/verification/cache.ts';
 import { createTokenVerifiers } from '../../src/verification/token-verifiers.ts';
+import { tuneGarbageCollectorForServing } from '../../src/http/gc-tuning.ts';
 import { shared, type ServerFixtures, type ServerSpec } from '../protocol.ts';
 
 /** Never remembers a credential: each request verifies signature and claims (or introspects) again. */
@@ -19,6 +20,8 @@ const noKeyCache: CredentialCache<VerifiedKey> = { ...createCredentialCache<Veri
  * credential cache off, for the "cold" and "miss" rows.
  */
 export async function start(spec: ServerSpec): Promise<{ fixtures: ServerFixtures; close(): Promise<void> }> {
+  // As `latchkey serve` and `latchkey api` run (src/cli.ts).
+  tuneGarbageCollectorForServing();
   const { authServerUrl, databaseUrl, introspector } = spec.beside!;
   const config = loadConfig({
     DATABASE_URL: databaseUrl,

@@ -9,6 +9,7 @@ import { createApiKeyStore } from '../../src/api-keys/store.ts';
 import { createClientService } from '../../src/clients/service.ts';
 import { loadConfig } from '../../src/config.ts';
 import { ensureApiClient } from '../../src/resource-server/provision.ts';
+import { tuneGarbageCollectorForServing } from '../../src/http/gc-tuning.ts';
 import { shared, type ServerFixtures, type ServerSpec } from '../protocol.ts';
 
 async function freePort(): Promise<number> {
@@ -47,6 +48,8 @@ async function temporaryDatabase(spec: ServerSpec): Promise<{ url: string; remov
  * its own (latchkey-api.ts), started by the benchmark once this one is ready.
  */
 export async function start(spec: ServerSpec): Promise<{ fixtures: ServerFixtures; close(): Promise<void> }> {
+  // As `latchkey serve` and `latchkey api` run (src/cli.ts).
+  tuneGarbageCollectorForServing();
   const database = await temporaryDatabase(spec);
   const port = await freePort();
   const config = loadConfig({
