@@ -16,6 +16,14 @@ export interface Endpoint {
   definition?: string;
   /** Served by the companion API's process (its RSS is this row's), not the authorization server's. */
   companionApi?: boolean;
+  /**
+   * The companion API answers it without asking the authorization server (API keys are read from
+   * the shared database; JWTs are checked against keys it fetched before the run): during the
+   * paced run the authorization server, idle, is stopped like the other targets' servers. Left
+   * running, it ran V8's memory reducer there (full collections of 4-16 ms, 0.6 s apart, on the
+   * API's core), and each one paused the API for 10-20 ms (API key unknown @8,150: p99 15.8 ms).
+   */
+  withoutAuthServer?: boolean;
   /** Builds the load against a running server; checks once that the endpoint answers as expected. */
   prepare(fx: ServerFixtures): Promise<LoadPlan>;
 }
@@ -196,6 +204,7 @@ export const endpoints: readonly Endpoint[] = [
     mode: 'jwt',
     targets: COMPANION_API,
     companionApi: true,
+    withoutAuthServer: true,
     definition: 'GET /v1/auth/verify with a JWT access token at a copy of the companion API whose credential cache is off: every request checks the ES256 signature and the claims (the JWKS is fetched once, as always).',
     prepare: async (fx) => verifyAt(fx.apiNoCacheUrl, await accessToken(fx, 'jwt')),
   },
@@ -205,6 +214,7 @@ export const endpoints: readonly Endpoint[] = [
     mode: 'jwt',
     targets: COMPANION_API,
     companionApi: true,
+    withoutAuthServer: true,
     definition: 'GET /v1/auth/verify with one JWT access token, verified once and then served from the credential cache.',
     prepare: async (fx) => verifyAt(fx.apiUrl, await accessToken(fx, 'jwt')),
   },
@@ -223,6 +233,7 @@ export const endpoints: readonly Endpoint[] = [
     mode: 'opaque',
     targets: COMPANION_API,
     companionApi: true,
+    withoutAuthServer: true,
     definition: 'GET /v1/auth/verify with an existing sk_live_ key: looked up once, then served from the key cache (usage is recorded in memory and written in batches).',
     prepare: async (fx) => verifyAt(fx.apiUrl, fx.apiKeys!.valid),
   },
@@ -232,6 +243,7 @@ export const endpoints: readonly Endpoint[] = [
     mode: 'opaque',
     targets: COMPANION_API,
     companionApi: true,
+    withoutAuthServer: true,
     definition: 'GET /v1/auth/verify with an existing sk_live_ key at the copy of the companion API whose key cache is off: every request looks the key up in the database (one indexed query), checks it and records its use in memory.',
     prepare: async (fx) => verifyAt(fx.apiNoCacheUrl, fx.apiKeys!.valid),
   },
@@ -241,6 +253,7 @@ export const endpoints: readonly Endpoint[] = [
     mode: 'opaque',
     targets: COMPANION_API,
     companionApi: true,
+    withoutAuthServer: true,
     definition: 'GET /v1/auth/verify with a well-formed key (valid checksum) that does not exist: every request looks it up in the database and answers 401.',
     prepare: (fx) => refusedAt(fx.apiUrl, fx.apiKeys!.unknown),
   },
@@ -250,6 +263,7 @@ export const endpoints: readonly Endpoint[] = [
     mode: 'opaque',
     targets: COMPANION_API,
     companionApi: true,
+    withoutAuthServer: true,
     definition: 'GET /v1/auth/verify with a key whose checksum does not match: refused with 401 before any lookup.',
     prepare: (fx) => refusedAt(fx.apiUrl, fx.apiKeys!.badChecksum),
   },

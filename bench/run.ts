@@ -146,8 +146,9 @@ async function main(): Promise<void> {
       const companion = servers.get(apiName(instanceName(target, endpoint.mode)));
       // Whose memory this row reports: the process that answers it.
       const answering = endpoint.companionApi ? companion! : server;
-      // The processes this target's paced run needs running: its server and the companion API beside it.
-      const own = [server, companion].filter((s) => s !== undefined);
+      // The processes this target's paced run needs running: its server and the companion API
+      // beside it, or the API alone where it answers without the authorization server.
+      const own = (endpoint.withoutAuthServer ? [companion] : [server, companion]).filter((s) => s !== undefined);
       return { target, answering, own, load: await endpoint.prepare(server.fixtures) };
     }));
     // H takes turns beside every row: a row's "x H" compares numbers measured side by side.
