@@ -13,3 +13,4 @@ export { routeScopes } from './resource-server/routes.ts';
 export { createApiKeys, type ApiKeys, type ApiKeysOptions } from './api-keys/index.ts';
 export { parseApiKey, type ParsedKey } from './api-keys/format.ts';
 export { createClientIp } from './http/client-ip.ts';
+export { tuneGarbageCollectorForServing } from './http/gc-tuning.ts';
