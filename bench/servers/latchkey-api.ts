@@ -3,11 +3,11 @@ import { createUsageRecorder } from '../../src/api-keys/usage.ts';
 import { createApiKeyVerifier, type VerifiedKey } from '../../src/api-keys/verifier.ts';
 import { apiScopes, loadConfig } from '../../src/config.ts';
 import { openDatabase } from '../../src/db/knex.ts';
+import { tuneGarbageCollectorForServing } from '../../src/http/gc-tuning.ts';
 import { createLogger } from '../../src/logger.ts';
 import { createApiServer } from '../../src/resource-server/server.ts';
 import { createCredentialCache, type CredentialCache } from '../../src/verification/cache.ts';
 import { createTokenVerifiers } from '../../src/verification/token-verifiers.ts';
-import { tuneGarbageCollectorForServing } from '../../src/http/gc-tuning.ts';
 import { shared, type ServerFixtures, type ServerSpec } from '../protocol.ts';
 
 /** Never remembers a credential: each request verifies signature and claims (or introspects) again. */

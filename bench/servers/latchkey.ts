@@ -8,8 +8,8 @@ import { createApiKeyService } from '../../src/api-keys/service.ts';
 import { createApiKeyStore } from '../../src/api-keys/store.ts';
 import { createClientService } from '../../src/clients/service.ts';
 import { loadConfig } from '../../src/config.ts';
-import { ensureApiClient } from '../../src/resource-server/provision.ts';
 import { tuneGarbageCollectorForServing } from '../../src/http/gc-tuning.ts';
+import { ensureApiClient } from '../../src/resource-server/provision.ts';
 import { shared, type ServerFixtures, type ServerSpec } from '../protocol.ts';
 
 async function freePort(): Promise<number> {
