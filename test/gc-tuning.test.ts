@@ -1,13 +1,25 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const fixture = (name: string) => [path.join(root, 'bin', 'run-ts.mjs'), path.join(root, 'test', 'fixtures', name)];
+
 const fullCollections = (...args: string[]): number => {
-  const out = execFileSync(process.execPath, [path.join(root, 'bin', 'run-ts.mjs'), path.join(root, 'test', 'fixtures', 'pretenuring.ts'), ...args], { encoding: 'utf8' });
+  const out = execFileSync(process.execPath, [...fixture('pretenuring.ts'), ...args], { encoding: 'utf8' });
   return (JSON.parse(out.trim()) as { full: number }).full;
 };
+
+/** The helper threads' marking time (ms) in each full collection V8 reports, pinned to CPU 0 or not. */
+const backgroundMarking = (pinned: boolean, ...args: string[]): number[] => {
+  const node = [process.execPath, '--trace-gc-nvp', ...fixture('concurrent-marking.ts'), ...args];
+  const [command, ...rest] = pinned ? ['taskset', '-c', '0', ...node] : node;
+  const out = execFileSync(command!, rest, { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+  return out.split('\n').filter((line) => line.includes('gc=mc')).map((line) => Number(/background\.mark=([\d.]+)/.exec(line)?.[1]));
+};
+const tasksetWorks = process.platform === 'linux' && spawnSync('taskset', ['-c', '0', 'true']).status === 0;
 
 // src/http/gc-tuning.ts, which `latchkey serve` and `latchkey api` call before they listen.
 describe('garbage collector tuning for serving', () => {
@@ -16,5 +28,16 @@ describe('garbage collector tuning for serving', () => {
     // the old generation, which takes a full collection.
     expect(fullCollections()).toBeGreaterThan(0);
     expect(fullCollections('tuned')).toBe(0);
+  });
+
+  it.skipIf(!tasksetWorks)('marks on the main thread when the process has one CPU, and on a helper thread beside it otherwise', () => {
+    // The premise: pinned to one CPU, V8 still marks on its helper threads.
+    const untuned = backgroundMarking(true);
+    expect(untuned.length).toBeGreaterThan(0);
+    expect(Math.max(...untuned)).toBeGreaterThan(0);
+    const tuned = backgroundMarking(true, 'tuned');
+    expect(tuned.length).toBeGreaterThan(0);
+    expect(tuned.every((ms) => ms === 0)).toBe(true);
+    if (os.availableParallelism() > 1) expect(Math.max(...backgroundMarking(false, 'tuned'))).toBeGreaterThan(0);
   });
 });
