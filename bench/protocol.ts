@@ -45,6 +45,20 @@ export interface ServerFixtures {
 
 export const READY = 'LATCHKEY_BENCH_READY ';
 
+/**
+ * The benchmark writes this line to a server's stdin; the server answers with a COLLECTIONS line:
+ * the garbage collections its main thread made since it was last asked (see measureHalfLoad).
+ */
+export const ASK_COLLECTIONS = 'collections?';
+export const COLLECTIONS = 'LATCHKEY_BENCH_COLLECTIONS ';
+
+export interface Collections {
+  /** Full (mark-compact) collections. */
+  full: number;
+  /** The longest pause of any collection, in ms. */
+  longestPauseMs: number;
+}
+
 /** Settings both the peer and Latchkey use, so their numbers compare like for like. */
 export const shared = {
   audience: 'https://api.latchkey.bench',

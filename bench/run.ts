@@ -16,7 +16,7 @@ import pg from 'pg';
 import { endpoints, type TargetId } from './endpoints.ts';
 import { combine, runLoad, type LoadPlan, type LoadResult } from './load.ts';
 import { runPaced, type PacedResult } from './paced.ts';
-import type { TokenMode } from './protocol.ts';
+import type { Collections, TokenMode } from './protocol.ts';
 import { addRatios, evaluateGoals, machine, markdown, textTable, type Report, type Row } from './report.ts';
 import { BENCH_NICE, cpus, killAllNow, othersCpuMeter, pinLocalPostgres, pinSelf, raisePriority, specFor, startServer, stealMeter, targetLabels, waitUntilIdle, type RunningServer } from './targets.ts';
 
@@ -53,6 +53,8 @@ const settings = {
 };
 /** A pause of the paced client this long is said in the row's notes. */
 const CLIENT_STALL_NOTED_MS = 5;
+/** A paced run in which the server made a full garbage collection, or paused this long for one, says so in the row's notes. */
+const GC_PAUSE_NOTED_MS = 5;
 const partial = Boolean(args.only || args.targets);
 const wantedEndpoints = args.only ? new Set(args.only.split(',')) : undefined;
 const wantedTargets = args.targets ? new Set(args.targets.split(',')) : undefined;
@@ -158,7 +160,7 @@ async function main(): Promise<void> {
     const summary: string[] = [];
     for (const [i, { target, own, load }] of measured.entries()) {
       const { result: full, peakRssMb, redone } = results[i]!;
-      const { half, stealHalf, othersMs, repeated } = target === 'H' ? {} : await measureHalfLoad(load, full.rps / 2, target === 'postgres', own);
+      const { half, stealHalf, othersMs, repeated, collections } = target === 'H' ? {} : await measureHalfLoad(load, full.rps / 2, target === 'postgres', own);
       rows.push({
         endpoint: endpoint.id,
         label: endpoint.label,
@@ -180,6 +182,7 @@ async function main(): Promise<void> {
           repeated?.length ? `paced run repeated ${repeated.length}× (other processes took ${repeated.map((ms) => ms.toFixed(0)).join(', ')} ms of CPU in ${repeated.length > 1 ? 'them' : 'it'})` : undefined,
           half?.failures ? `${half.failures} failed @½` : undefined,
           half && half.longestPause >= CLIENT_STALL_NOTED_MS ? `the paced client itself stalled ${half.longestPause.toFixed(0)} ms` : undefined,
+          collections && (collections.full > 0 || collections.longestPauseMs >= GC_PAUSE_NOTED_MS) ? `@½ the server made ${collections.full} full garbage collection${collections.full === 1 ? '' : 's'}, longest pause ${collections.longestPauseMs.toFixed(0)} ms` : undefined,
           othersMs !== undefined && othersMs >= settings.redoPacedOthersMs ? `other processes used ${othersMs.toFixed(0)} ms of CPU @½` : undefined,
         ].filter(Boolean).join('; ') || undefined,
         hRps,
@@ -234,7 +237,7 @@ async function main(): Promise<void> {
  * about a minute after its start) otherwise took the core from the measured server. Only `own`
  * (its server and its companion API) run.
  */
-async function measureHalfLoad(load: LoadPlan, rate: number, postgresIsOurs: boolean, own: RunningServer[]): Promise<{ half?: PacedResult; stealHalf?: number; othersMs?: number; repeated: number[] }> {
+async function measureHalfLoad(load: LoadPlan, rate: number, postgresIsOurs: boolean, own: RunningServer[]): Promise<{ half?: PacedResult; stealHalf?: number; othersMs?: number; repeated: number[]; collections?: Collections }> {
   const repeated: number[] = [];
   for (;;) {
     const steal = stealMeter();
@@ -242,8 +245,12 @@ async function measureHalfLoad(load: LoadPlan, rate: number, postgresIsOurs: boo
     const idle = [...servers.values()].filter((s) => !own.includes(s));
     for (const s of idle) s.pause();
     let half: PacedResult | undefined;
+    let collections: Collections | undefined;
     try {
+      // What the servers collected before this run is not this run's.
+      await Promise.all(own.map((s) => s.collections()));
       half = await runPaced(load, { connections: settings.connections, seconds: settings.halfLoadSeconds, rate });
+      collections = combineCollections(await Promise.all(own.map((s) => s.collections())));
     } finally {
       for (const s of idle) s.resume();
     }
@@ -253,8 +260,14 @@ async function measureHalfLoad(load: LoadPlan, rate: number, postgresIsOurs: boo
       repeated.push(othersMs);
       continue;
     }
-    return { half, stealHalf: steal(), othersMs, repeated };
+    return { half, stealHalf: steal(), othersMs, repeated, collections };
   }
+}
+
+/** The collections of several processes together; undefined if one did not answer. */
+function combineCollections(each: (Collections | undefined)[]): Collections | undefined {
+  if (each.some((c) => c === undefined)) return undefined;
+  return { full: each.reduce((n, c) => n + c!.full, 0), longestPauseMs: Math.max(0, ...each.map((c) => c!.longestPauseMs)) };
 }
 
 /**

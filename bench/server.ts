@@ -2,7 +2,9 @@
  * One benchmark target in its own process: `node bin/run-ts.mjs bench/server.ts '<ServerSpec JSON>'`.
  * Prints one READY line with its fixtures, serves until SIGTERM, then closes and removes its data.
  */
-import { READY, type ServerFixtures, type ServerSpec } from './protocol.ts';
+import { constants, PerformanceObserver } from 'node:perf_hooks';
+import { createInterface } from 'node:readline';
+import { ASK_COLLECTIONS, COLLECTIONS, READY, type Collections, type ServerFixtures, type ServerSpec } from './protocol.ts';
 
 const spec = JSON.parse(process.argv[2] ?? '{}') as ServerSpec;
 
@@ -39,7 +41,20 @@ const stop = async () => {
 };
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);
+// The garbage collections since the benchmark last asked: it asks before and after a paced run.
+let collections: Collections = { full: 0, longestPauseMs: 0 };
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) {
+    if ((entry as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) collections.full += 1;
+    collections.longestPauseMs = Math.max(collections.longestPauseMs, entry.duration);
+  }
+}).observe({ entryTypes: ['gc'] });
+const asked = createInterface({ input: process.stdin });
+asked.on('line', (line) => {
+  if (line !== ASK_COLLECTIONS) return;
+  process.stdout.write(`${COLLECTIONS}${JSON.stringify(collections)}\n`);
+  collections = { full: 0, longestPauseMs: 0 };
+});
 // If the benchmark dies without a word, its end of the pipe closes: stop with it.
-process.stdin.on('end', stop);
-process.stdin.resume();
+asked.on('close', stop);
 process.stdout.write(`${READY}${JSON.stringify(running.fixtures)}\n`);

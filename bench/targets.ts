@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TargetId } from './endpoints.ts';
-import { READY, type ServerFixtures, type ServerSpec, type TokenMode } from './protocol.ts';
+import { ASK_COLLECTIONS, COLLECTIONS, READY, type Collections, type ServerFixtures, type ServerSpec, type TokenMode } from './protocol.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -107,6 +107,8 @@ export interface RunningServer {
   rss(): { peak: number; current: number } | undefined;
   /** CPU time used so far (all threads) in ms (Linux /proc), undefined elsewhere. */
   cpuMs(): number | undefined;
+  /** The garbage collections of its main thread since the last call (undefined: no answer in 2 s). */
+  collections(): Promise<Collections | undefined>;
   /**
    * Stops the process where it is (SIGSTOP) while another target's latency is measured, and lets
    * it go on (SIGCONT): see measureHalfLoad in run.ts.
@@ -143,6 +145,8 @@ export async function startServer(name: string, spec: ServerSpec): Promise<Runni
     if (stderr.length > 50) stderr.shift();
   });
 
+  // Answers to ASK_COLLECTIONS, in the order they were asked.
+  const answers: ((collections: Collections) => void)[] = [];
   const fixtures = await new Promise<ServerFixtures>((resolve, reject) => {
     let buffered = '';
     const timer = setTimeout(() => reject(new Error(`${name} did not start within 60 s: ${stderr.join('')}`)), 60_000);
@@ -155,6 +159,8 @@ export async function startServer(name: string, spec: ServerSpec): Promise<Runni
         if (line.startsWith(READY)) {
           clearTimeout(timer);
           resolve(JSON.parse(line.slice(READY.length)) as ServerFixtures);
+        } else if (line.startsWith(COLLECTIONS)) {
+          answers.shift()?.(JSON.parse(line.slice(COLLECTIONS.length)) as Collections);
         }
       }
     });
@@ -187,6 +193,21 @@ export async function startServer(name: string, spec: ServerSpec): Promise<Runni
     cpuMs() {
       const stat = statOf(pid);
       return stat && cpuMsOf(stat.fields, false);
+    },
+    collections() {
+      return new Promise((resolve) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resolve(undefined);
+        const timer = setTimeout(() => {
+          answers.splice(answers.indexOf(answer), 1);
+          resolve(undefined);
+        }, 2000);
+        const answer = (collections: Collections) => {
+          clearTimeout(timer);
+          resolve(collections);
+        };
+        answers.push(answer);
+        child.stdin!.write(`${ASK_COLLECTIONS}\n`);
+      });
     },
     rss() {
       const text = status();
