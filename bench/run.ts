@@ -182,7 +182,7 @@ async function main(): Promise<void> {
           repeated?.length ? `paced run repeated ${repeated.length}× (other processes took ${repeated.map((ms) => ms.toFixed(0)).join(', ')} ms of CPU in ${repeated.length > 1 ? 'them' : 'it'})` : undefined,
           half?.failures ? `${half.failures} failed @½` : undefined,
           half && half.longestPause >= CLIENT_STALL_NOTED_MS ? `the paced client itself stalled ${half.longestPause.toFixed(0)} ms` : undefined,
-          collections && (collections.full > 0 || collections.longestPauseMs >= GC_PAUSE_NOTED_MS) ? `@½ the server made ${collections.full} full garbage collection${collections.full === 1 ? '' : 's'}, longest pause ${collections.longestPauseMs.toFixed(0)} ms` : undefined,
+          collections && (collections.full > 0 || collections.longestPauseMs >= GC_PAUSE_NOTED_MS) ? `@½ the server's longest GC pause: ${collections.longestPauseMs.toFixed(0)} ms (${collections.full} full collection${collections.full === 1 ? '' : 's'})` : undefined,
           othersMs !== undefined && othersMs >= settings.redoPacedOthersMs ? `other processes used ${othersMs.toFixed(0)} ms of CPU @½` : undefined,
         ].filter(Boolean).join('; ') || undefined,
         hRps,
