@@ -26,7 +26,7 @@ describe('garbage collector tuning for serving', () => {
   it('keeps short-lived objects out of the old generation once their allocation site looked long-lived', () => {
     // The premise: without the tuning, V8 pretenures the site and the short-lived objects fill
     // the old generation, which takes a full collection. V8 decides from sampled feedback, and
-    // once in about 30 runs here it did not pretenure: the premise gets three tries.
+    // once in 25 runs of this file here it did not pretenure: the premise gets three tries.
     const untuned = [fullCollections()];
     while (untuned.at(-1) === 0 && untuned.length < 3) untuned.push(fullCollections());
     expect(untuned.at(-1)).toBeGreaterThan(0);

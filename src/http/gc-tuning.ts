@@ -17,11 +17,11 @@ import v8 from 'node:v8';
  *
  * Concurrent marking, off where the process may run on one CPU only (taskset, a cpuset, a
  * one-vCPU machine). V8 marks the old generation on a helper thread while JavaScript runs; with no
- * other core to run on, that thread takes the event loop's core for 60-110 ms of marking per full
- * collection, in slices of up to 28 ms. Introspection on PostgreSQL at half load, pinned to one
- * core, stalled 30-40 ms at each full collection (about one a minute). Without concurrent marking
- * V8 marks in steps on the main thread between requests (the longest 0.2-5 ms), and what remains
- * is the final pause: 4-10 ms, once 23. With more than one CPU the helper thread runs beside the
+ * other core to run on, that thread's marking (60-110 ms of it per full collection, V8 reported)
+ * is the event loop's time. Introspection on PostgreSQL at half load, pinned to one core, stalled
+ * 30-40 ms at each full collection (one every 50-100 s). Without concurrent marking V8 marks in
+ * steps on the main thread between requests (the longest 0.2-5 ms), and what remains is the final
+ * pause: 4-10 ms, at times up to 23. With more than one CPU the helper thread runs beside the
  * event loop, and V8's default stays.
  */
 export function tuneGarbageCollectorForServing(): void {
