@@ -148,9 +148,11 @@ async function main(): Promise<void> {
       const companion = servers.get(apiName(instanceName(target, endpoint.mode)));
       // Whose memory this row reports: the process that answers it.
       const answering = endpoint.companionApi ? companion! : server;
-      // The processes this target's paced run needs running: its server and the companion API
-      // beside it, or the API alone where it answers without the authorization server.
-      const own = (endpoint.withoutAuthServer ? [companion] : [server, companion]).filter((s) => s !== undefined);
+      // The processes this target's paced run needs running: the authorization server for its own
+      // rows; for the companion API's, the API and the server beside it, or the API alone where it
+      // answers without the authorization server.
+      const needs = !endpoint.companionApi ? [server] : endpoint.withoutAuthServer ? [companion] : [server, companion];
+      const own = needs.filter((s) => s !== undefined);
       return { target, answering, own, load: await endpoint.prepare(server.fixtures) };
     }));
     // H takes turns beside every row: a row's "x H" compares numbers measured side by side.
@@ -235,7 +237,7 @@ async function main(): Promise<void> {
  * The other targets' servers, idle on the same core, are stopped meanwhile (SIGSTOP): their own
  * timers and garbage collections (an idle Latchkey instance ran three full collections of 17-22 ms
  * about a minute after its start) otherwise took the core from the measured server. Only `own`
- * (its server and its companion API) run.
+ * (the processes the row needs: see main) run.
  */
 async function measureHalfLoad(load: LoadPlan, rate: number, postgresIsOurs: boolean, own: RunningServer[]): Promise<{ half?: PacedResult; stealHalf?: number; othersMs?: number; repeated: number[]; collections?: Collections }> {
   const repeated: number[] = [];
