@@ -3,6 +3,7 @@ import type { Context } from 'koa';
 import { ApiError } from '../errors.ts';
 import { cidrMatcher, createClientIp } from '../http/client-ip.ts';
 import { createCredentialCache, type CredentialCache } from '../verification/cache.ts';
+import { singleFlight } from '../verification/single-flight.ts';
 import type { AuthContext, CredentialVerifier } from '../verification/types.ts';
 import { hashApiKey, KEY_PREFIX_SHAPE, parseApiKey } from './format.ts';
 import { invalidApiKey, MISTYPED_API_KEY, outsideAllowlist } from './errors.ts';
@@ -74,18 +75,18 @@ export function createApiKeyVerifier(options: ApiKeyVerifierOptions): ApiKeyVeri
   const now = options.now ?? Date.now;
   const cache = options.cache ?? createCredentialCache<VerifiedKey>();
   const clientIp = options.clientIp ?? createClientIp([]);
-  const inFlight = new Map<string, Promise<VerifiedKey | undefined>>();
   // Bumped by forget(): a read that started before a revoke here must not cache what it read.
   let forgotten = 0;
 
-  const load = async (secret: string): Promise<VerifiedKey | undefined> => {
+  // Concurrent requests with the same key share one lookup.
+  const load = singleFlight(async (secret: string): Promise<VerifiedKey | undefined> => {
     const generation = forgotten;
     const match = await options.store.findBySecretHash(hashApiKey(secret));
     if (!match || match.key.revokedAt !== null) return undefined;
     const verified = toVerifiedKey(match, options.fullAccessScopes);
     if (generation === forgotten) cache.set(secret, verified, now() + options.cacheSeconds * 1000);
     return verified;
-  };
+  });
 
   /** Checked on every request, cached or not: expiry and the IP allowlist; then the use is counted. */
   const admit = (key: VerifiedKey, ctx: Context, at: number): AuthContext => {
@@ -112,13 +113,7 @@ export function createApiKeyVerifier(options: ApiKeyVerifierOptions): ApiKeyVeri
       const cached = cache.get(credential, at);
       // Known (an expired key too: admit says so): answered without a promise.
       if (cached.state !== 'miss') return admit(cached.auth, ctx, at);
-      // Concurrent requests with the same key share one lookup.
-      let pending = inFlight.get(credential);
-      if (!pending) {
-        pending = load(credential).finally(() => inFlight.delete(credential));
-        inFlight.set(credential, pending);
-      }
-      return pending.then((key) => {
+      return load(credential).then((key) => {
         if (!key) throw invalidApiKey('it is unknown or has been revoked');
         return admit(key, ctx, at);
       });

@@ -6,6 +6,7 @@ import { ApiError } from '../errors.ts';
 import { cidrMatcher, createClientIp } from '../http/client-ip.ts';
 import type { CredentialCache } from './cache.ts';
 import { unreachable, type MetadataSource } from './discovery.ts';
+import { singleFlight } from './single-flight.ts';
 import type { AuthContext, CredentialVerifier } from './types.ts';
 
 export interface IntrospectionVerifierOptions {
@@ -78,9 +79,9 @@ export function createIntrospectionVerifier(options: IntrospectionVerifierOption
   const tolerance = (options.clockToleranceSeconds ?? 5) * 1000;
   // RFC 6749 section 2.3.1: the client id and secret are form-encoded before Basic encoding.
   const basic = `Basic ${Buffer.from(`${encodeURIComponent(options.clientId)}:${encodeURIComponent(options.clientSecret)}`).toString('base64')}`;
-  const inFlight = new Map<string, Promise<AuthContext>>();
 
-  async function introspect(token: string): Promise<AuthContext> {
+  // Concurrent requests with the same token share one round trip.
+  const introspect = singleFlight(async (token: string): Promise<AuthContext> => {
     const { introspection_endpoint: endpoint, issuer } = await options.metadata();
     if (!endpoint) throw Object.assign(unreachable(), { cause: new Error('the authorization server publishes no introspection endpoint') });
     let res: Response;
@@ -129,7 +130,7 @@ export function createIntrospectionVerifier(options: IntrospectionVerifierOption
     if (auth.expiresAt && auth.expiresAt.getTime() + tolerance <= now()) throw expired();
     options.cache?.set(token, auth, now() + options.maxCacheSeconds * 1000);
     return auth;
-  }
+  });
 
   const clientIp = options.clientIp ?? createClientIp([]);
   const matchers = new WeakMap<readonly string[], (ip: string) => boolean>();
@@ -154,12 +155,7 @@ export function createIntrospectionVerifier(options: IntrospectionVerifierOption
       const cached = options.cache?.get(credential, now());
       if (cached?.state === 'valid') return checkAddress(cached.auth, ctx.req);
       if (cached?.state === 'expired') throw cached.auth.method === 'api_key' ? new ApiError('api_key_expired', 'The API key has expired.') : expired();
-      let pending = inFlight.get(credential);
-      if (!pending) {
-        pending = introspect(credential).finally(() => inFlight.delete(credential));
-        inFlight.set(credential, pending);
-      }
-      return pending.then((auth) => checkAddress(auth, ctx.req));
+      return introspect(credential).then((auth) => checkAddress(auth, ctx.req));
     },
   };
 }
