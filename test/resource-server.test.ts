@@ -43,9 +43,10 @@ describe('the companion API with opaque access tokens', () => {
     return { access: String(body.access_token), refresh: body.refresh_token as string | undefined };
   };
   const call = async (path: string, token?: string, init: RequestInit & { headers?: Record<string, string> } = {}) => {
+    const sentAt = Date.now();
     const res = await fetch(`${api.url}${path}`, { ...init, headers: { ...(token ? { authorization: `Bearer ${token}` } : {}), ...init.headers } });
     const text = await res.text();
-    return { status: res.status, headers: res.headers, body: (text ? JSON.parse(text) : undefined) as Record<string, any> };
+    return { status: res.status, headers: res.headers, body: (text ? JSON.parse(text) : undefined) as Record<string, any>, sentAt, receivedAt: Date.now() };
   };
   const json = (method: string, body: unknown): RequestInit & { headers: Record<string, string> } => ({
     method, headers: { 'content-type': 'application/json' }, body: JSON.stringify(body),
@@ -56,6 +57,9 @@ describe('the companion API with opaque access tokens', () => {
     expect(r.body.message).toEqual(expect.any(String));
     expect(r.body.request_id).toBe(r.headers.get('x-request-id'));
     expect(new Date(r.body.timestamp).toISOString()).toBe(r.body.timestamp);
+    // When the error happened (errors share a timestamp within one millisecond, not longer).
+    expect(Date.parse(r.body.timestamp)).toBeGreaterThanOrEqual(r.sentAt);
+    expect(Date.parse(r.body.timestamp)).toBeLessThanOrEqual(r.receivedAt);
   };
 
   describe('tokens from each grant', () => {

@@ -107,8 +107,11 @@ export function createApiKeyVerifier(options: ApiKeyVerifierOptions): ApiKeyVeri
     claims: (credential) => KEY_PREFIX_SHAPE.test(credential),
 
     verify(credential, ctx) {
-      // A mistyped key is refused first, on its checksum alone: no hashing, no lookup.
-      if (!parseApiKey(credential)) throw MISTYPED_API_KEY;
+      // A mistyped key is refused first, on its checksum alone: no hashing, no lookup. Refused
+      // with a rejected promise, not a throw: V8 records where each throw happened (a walk of
+      // the stack) and then unwinds the frames to the catch, ~2 µs a refusal here (a CPU
+      // profile), when accepting a cached key takes ~25 µs in all.
+      if (!parseApiKey(credential)) return Promise.reject(MISTYPED_API_KEY);
       const at = now();
       const cached = cache.get(credential, at);
       // Known (an expired key too: admit says so): answered without a promise.

@@ -148,10 +148,9 @@ export function createIntrospectionVerifier(options: IntrospectionVerifierOption
     claims: (credential) => OPAQUE_SHAPE.test(credential),
 
     verify(credential, ctx) {
-      // A mistyped key is refused here, without a round trip.
-      if (KEY_PREFIX_SHAPE.test(credential) && !parseApiKey(credential)) {
-        throw MISTYPED_API_KEY;
-      }
+      // A mistyped key is refused here, without a round trip, and without a throw (see the API
+      // key verifier).
+      if (KEY_PREFIX_SHAPE.test(credential) && !parseApiKey(credential)) return Promise.reject(MISTYPED_API_KEY);
       const cached = options.cache?.get(credential, now());
       if (cached?.state === 'valid') return checkAddress(cached.auth, ctx.req);
       if (cached?.state === 'expired') throw cached.auth.method === 'api_key' ? new ApiError('api_key_expired', 'The API key has expired.') : expired();
