@@ -148,8 +148,9 @@ function headersFor(error: ApiError): [string, string][] {
 
 const UNEXPECTED_HEADERS: readonly (readonly [string, string])[] = [['Cache-Control', 'no-store']];
 
-// The error body's timestamp, formatted once per millisecond. Refusals come by the tens of
-// thousands a second (mistyped API keys) and a Date formatted for each cost ~0.5 µs.
+// The error body's timestamp, formatted once per millisecond. Refusals can come by the tens of
+// thousands a second (a client with a mistyped API key, a scan), and a Date formatted for each
+// cost ~0.5 µs.
 let stampedAt = Number.NaN;
 let stamp = '';
 const timestamp = () => {
