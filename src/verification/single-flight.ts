@@ -6,10 +6,10 @@
  * replaces the Map with an empty one. Deleting a Map's last entry makes V8 shrink its hash table,
  * and the next entry makes it build another; once the Map has lived long enough to be in V8's old
  * generation, every table it builds is allocated there too: ~150 bytes of old generation per
- * lookup, one lookup at a time. In the benchmark's API-key miss and unknown rows that was half of
- * what the companion API promoted (a sampling heap profile), and a full collection came every
- * 5-10 s. A Map replaced whenever it empties stays young and dies young: no full collection came
- * in those rows.
+ * lookup, one lookup at a time. In the benchmark's API-key unknown row that was half of what the
+ * companion API promoted (a sampling heap profile), and in its miss and unknown rows a full
+ * collection came every 5-10 s. A Map replaced whenever it empties stays young and dies young: no
+ * full collection came in those rows.
  */
 export function singleFlight<K, V>(load: (key: K) => Promise<V>): (key: K) => Promise<V> {
   let pending = new Map<K, Promise<V>>();
