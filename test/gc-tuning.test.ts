@@ -1,20 +1,17 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import os from 'node:os';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const fixture = (name: string) => [path.join(root, 'bin', 'run-ts.mjs'), path.join(root, 'test', 'fixtures', name)];
+import { fixtureCommand } from './fixture-command.ts';
 
 const fullCollections = (...args: string[]): number => {
-  const out = execFileSync(process.execPath, [...fixture('pretenuring.ts'), ...args], { encoding: 'utf8' });
+  const [node, ...rest] = fixtureCommand('pretenuring.ts', args);
+  const out = execFileSync(node!, rest, { encoding: 'utf8' });
   return (JSON.parse(out.trim()) as { full: number }).full;
 };
 
 /** The helper threads' marking time (ms) in each full collection V8 reports, pinned to CPU 0 or not. */
 const backgroundMarking = (pinned: boolean, ...args: string[]): number[] => {
-  const node = [process.execPath, '--trace-gc-nvp', ...fixture('concurrent-marking.ts'), ...args];
+  const node = fixtureCommand('concurrent-marking.ts', args, ['--trace-gc-nvp']);
   const [command, ...rest] = pinned ? ['taskset', '-c', '0', ...node] : node;
   const out = execFileSync(command!, rest, { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
   return out.split('\n').filter((line) => line.includes('gc=mc')).map((line) => Number(/background\.mark=([\d.]+)/.exec(line)?.[1]));

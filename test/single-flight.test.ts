@@ -1,10 +1,7 @@
 import { execFileSync } from 'node:child_process';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { singleFlight } from '../src/verification/single-flight.ts';
-
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+import { fixtureCommand } from './fixture-command.ts';
 
 /** A load whose calls are counted and settled by hand. */
 function manualLoad() {
@@ -15,7 +12,8 @@ function manualLoad() {
 
 /** Bytes the old generation grew by while the fixture ran 100,000 lookups through a long-lived single flight. */
 const oldGenerationGrowth = (kind: 'map' | 'single-flight'): number => {
-  const out = execFileSync(process.execPath, ['--expose-gc', path.join(root, 'bin', 'run-ts.mjs'), path.join(root, 'test', 'fixtures', 'single-flight-churn.ts'), kind], { encoding: 'utf8' });
+  const [node, ...rest] = fixtureCommand('single-flight-churn.ts', [kind], ['--expose-gc']);
+  const out = execFileSync(node!, rest, { encoding: 'utf8' });
   return (JSON.parse(out.trim()) as { grown: number }).grown;
 };
 
