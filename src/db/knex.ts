@@ -75,6 +75,7 @@ const CHECKPOINT_EVERY_MS = 200;
 // is finished with this process's commits held back for a moment (see WriteGate).
 const COMPLETE_AT_FRAMES = 4096;
 const FEW_FRAMES = 64;
+const MAX_PASSES = 8;
 // The checkpoint thread is starved when it ran no checkpoint for this long while this process's
 // event loop was this busy (its share of the time), and then the loop waits for it (yieldIfStarved).
 const STARVED_AFTER_MS = 2000;
@@ -96,12 +97,14 @@ const CHECKPOINTING = 2;
  * (frames arrive while it copies), so the WAL never starts over; it grew until this process's own
  * connection checkpointed at FALLBACK_CHECKPOINT_PAGES, which held the event loop for 10-25 ms (two
  * fsyncs and the copying) every 0.8 s at 3,700 tokens a second here. Instead, once the WAL is
- * COMPLETE_AT_FRAMES long, the checkpoint thread finishes the checkpoint itself: passes back to
- * back until few frames come during one, then it syncs the database file, takes the gate, copies
- * the rest (PASSIVE, so it waits for no one) and lets go. While it holds the gate (the commits
- * that waited for it: 4 ms in the median at 3,500 tokens a second here, mostly the fsync of the
- * pages of that last pass), this process's batched commits wait for it (`whenOpen`) and the event
- * loop goes on; the next commit starts the WAL over.
+ * COMPLETE_AT_FRAMES long, the checkpoint thread finishes the checkpoint itself: passes, each
+ * after syncing the database file, until few frames come during one, then it syncs the database
+ * file, takes the gate, copies the rest (PASSIVE, so it waits for no one) and lets go. While it
+ * holds the gate, this process's batched commits wait for it (`whenOpen`) and the event loop goes
+ * on; the next commit starts the WAL over. At 6,000 tokens a second here the commits waited 2-4 ms
+ * each time, mostly the copying and syncing of what came during the last pass. With one sync
+ * after passes back to back, the frames that came during that sync (25-38 ms) were the held
+ * pass's: 5-11 ms, and p99 at that rate rose to 8-15 ms.
  */
 export interface WriteGate {
   /** Takes the gate for a write transaction on this process's connection; false while the checkpoint thread holds it. */
@@ -155,16 +158,18 @@ const timer = setInterval(() => {
     let pass = checkpoint();
     ran = pass.busy === 0;
     if (pass.log < workerData.completeAtFrames || pass.log === finished) return;
-    // Passes back to back, each copying what came during the one before, until few frames came:
-    // the pass with the gate held then has little to copy, and holds the server's commits briefly.
-    for (let more = 0; more < 4; more += 1) {
+    // Passes until few frames came during one, each after an fsync of what the pass before it
+    // copied (only a pass that reaches the end of the WAL syncs, and then every page copied since
+    // the last sync). The pass with the gate held then has few pages to copy and sync. Frames keep
+    // coming during each pass and its fsync, fewer each time, until the fsync's own floor (a few
+    // ms, ~150 frames at 6,000 tokens a second here): passes stop when the count stops falling.
+    for (let more = 0, came = Infinity; more < workerData.maxPasses; more += 1) {
+      fs.fsyncSync(dbFile);
       const before = pass.log;
       pass = checkpoint();
-      if (pass.log - before < workerData.fewFrames) break;
+      if (pass.log - before < workerData.fewFrames || pass.log - before > came * 0.75) break;
+      came = pass.log - before;
     }
-    // Those passes copied pages into the database file without syncing it (only a pass that
-    // reaches the end of the WAL does, and then for every page copied since the last one): synced
-    // now, outside the gate, they leave the held pass only its own few pages to sync.
     fs.fsyncSync(dbFile);
     if (!hold()) return;
     try {
@@ -207,6 +212,7 @@ function startCheckpointer(file: string): { gate: WriteGate; stop(): Promise<voi
       everyMs: CHECKPOINT_EVERY_MS,
       completeAtFrames: COMPLETE_AT_FRAMES,
       fewFrames: FEW_FRAMES,
+      maxPasses: MAX_PASSES,
       shared: shared.buffer,
       slots: { GATE, WAITING, ROUNDS, FREE, WRITING, CHECKPOINTING },
     },
