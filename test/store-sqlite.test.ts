@@ -182,6 +182,40 @@ describe('the SQLite token store', () => {
     for (const key of keys.slice(-50)) expect(await adapter('AccessToken', other).find(key)).toEqual({ jti: key });
   });
 
+  it('leaves checkpoints and cutting the WAL back to the checkpoint thread while it runs', async () => {
+    await Promise.all(Array.from({ length: 20 }, id).map((key) => adapter('AccessToken').upsert(key, { jti: key }, 600)));
+    // The server's connection: it neither checkpoints on a commit nor truncates the WAL.
+    const pragma = async (name: string) => Object.values((await server.knex.raw(`PRAGMA ${name}`))[0] as object)[0];
+    expect(await pragma('wal_autocheckpoint')).toBe(0);
+    expect(await pragma('journal_size_limit')).toBe(-1);
+  });
+
+  it('cuts a WAL file that a burst made long back once writes stop, on the checkpoint thread', async () => {
+    const walBytes = () => statSync(`${file.url}-wal`).size;
+    // A reader in the middle of a transaction keeps every checkpoint from passing its snapshot, so
+    // the WAL grows with the burst: ~3 KiB rows, 12,000 of them, about 50 MiB of WAL.
+    const reader = await other.knex.transaction();
+    await reader('oidc_payloads').count({ n: '*' });
+    const keys: string[] = [];
+    try {
+      for (let batch = 0; batch < 60; batch += 1) {
+        const these = Array.from({ length: 200 }, id);
+        keys.push(...these);
+        await Promise.all(these.map((key) => adapter('AccessToken').upsert(key, { jti: key, pad: 'x'.repeat(3000) }, 600)));
+      }
+      // The premise: longer than the 32 MiB the WAL is cut back to.
+      expect(walBytes()).toBeGreaterThan(32 * 1024 * 1024);
+    } finally {
+      await reader.commit();
+    }
+    // The server's connection never truncates the WAL (a commit that did held the event loop for
+    // 15-70 ms), and no commit comes: the thread copies the WAL to its end and cuts it back.
+    await vi.waitFor(() => expect(walBytes()).toBeLessThanOrEqual(32 * 1024 * 1024), { timeout: 10_000, interval: 100 });
+    const count = await other.knex('oidc_payloads').where({ model: 'AccessToken' }).count({ n: '*' }).first();
+    expect(Number(count?.n)).toBe(keys.length);
+    expect(await adapter('AccessToken', other).find(keys.at(-1)!)).toEqual({ jti: keys.at(-1), pad: 'x'.repeat(3000) });
+  }, 30_000);
+
   // Linux only: a thread's nice value and CPU affinity are its own there (/proc, taskset).
   const linux = process.platform === 'linux';
   const threadNices = () => readdirSync('/proc/self/task').map((tid) => {
@@ -222,10 +256,11 @@ describe('the SQLite token store', () => {
         return header.readUInt32BE(12);
       };
       const before = startedOver();
-      // 40,000 rows, ~0.7 frames each: the WAL reaches the checkpoint thread's 4,096 frames several
-      // times over, and whenever the thread ran no checkpoint for two seconds of this saturated
+      // Rows of ~0.7 frames each, until the WAL started over twice (or 300,000 rows, ~4 s). The
+      // thread starves: once it has made no pass for a second, this connection checkpoints as well
+      // (at 10,000 frames), and whenever the thread ran no round for two seconds of this saturated
       // loop, the loop waits for it to run one.
-      for (let written = 0; written < 40_000; written += 50) {
+      for (let written = 0; written < 300_000 && startedOver() - before < 2; written += 50) {
         await Promise.all(Array.from({ length: 50 }, id).map((key) => adapter('AccessToken').upsert(key, { jti: key }, 600)));
       }
       expect(startedOver() - before).toBeGreaterThanOrEqual(2);

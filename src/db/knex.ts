@@ -29,7 +29,9 @@ export function openDatabase(url: string): Database {
     return { knex, dialect, close: () => knex.destroy() };
   }
   if (target !== ':memory:') mkdirSync(path.dirname(target), { recursive: true });
-  const checkpointer = target === ':memory:' ? undefined : startCheckpointer(target);
+  // The connection once the pool has made it, for the checkpoint thread to hand work back to.
+  let connection: Pragmas | undefined;
+  const checkpointer = target === ':memory:' ? undefined : startCheckpointer(target, () => connection);
   const knex = knexFactory({
     client: 'better-sqlite3',
     connection: { filename: target },
@@ -38,7 +40,7 @@ export function openDatabase(url: string): Database {
     pool: {
       min: 1,
       max: 1,
-      afterCreate(conn: { pragma(sql: string): unknown }, done: (err: Error | null, conn: unknown) => void) {
+      afterCreate(conn: Pragmas, done: (err: Error | null, conn: unknown) => void) {
         // WAL lets readers run beside the writer (and other processes, such as the CLI);
         // NORMAL sync is durable against process crashes and is WAL's recommended setting;
         // the busy timeout waits for another process's write instead of failing at once.
@@ -46,12 +48,10 @@ export function openDatabase(url: string): Database {
         conn.pragma('synchronous = NORMAL');
         conn.pragma('busy_timeout = 5000');
         conn.pragma('foreign_keys = ON');
-        // Checkpoints (copying the WAL into the database file, with an fsync) run on their own
-        // thread (startCheckpointer); this connection only checkpoints if that thread falls far behind.
-        if (checkpointer) conn.pragma(`wal_autocheckpoint = ${FALLBACK_CHECKPOINT_PAGES}`);
-        // A WAL that grew long (a saturated server: see yieldIfStarved) is cut back to this when it
-        // starts over, instead of keeping its largest size on disk.
-        conn.pragma(`journal_size_limit = ${WAL_SIZE_LIMIT_BYTES}`);
+        // Checkpoints (copying the WAL into the database file, with an fsync) and cutting a long
+        // WAL file back run on a thread of their own (startCheckpointer): see checkpointsOf.
+        checkpointsOf(conn, checkpointer?.mode() ?? 'own');
+        connection = conn;
         done(null, conn);
       },
     },
@@ -67,8 +67,29 @@ export function openDatabase(url: string): Database {
   };
 }
 
+type Pragmas = { pragma(sql: string): unknown };
+
+/**
+ * Who checkpoints the WAL and cuts it back. 'thread': the checkpoint thread alone. On the server's
+ * connection, the one commit that did either held the event loop for 15-70 ms here: the copying
+ * and fsync, or truncating a WAL file that had grown past WAL_SIZE_LIMIT_BYTES. 'fallback': the
+ * thread has run no pass for STALLED_MS (a saturated event loop starves it), and this connection
+ * checkpoints too, at FALLBACK_CHECKPOINT_PAGES, so the WAL stays bounded. 'own': no thread (it
+ * failed, or an in-memory database), and SQLite's defaults.
+ */
+function checkpointsOf(conn: Pragmas, mode: 'thread' | 'fallback' | 'own'): void {
+  conn.pragma(`wal_autocheckpoint = ${mode === 'thread' ? 0 : mode === 'fallback' ? FALLBACK_CHECKPOINT_PAGES : SQLITE_CHECKPOINT_PAGES}`);
+  conn.pragma(`journal_size_limit = ${mode === 'own' ? WAL_SIZE_LIMIT_BYTES : -1}`);
+}
+
 // SQLite's default is 1000 pages (4 MiB of WAL); the checkpoint thread keeps the WAL far smaller.
+const SQLITE_CHECKPOINT_PAGES = 1000;
+// The fallback, once the thread has made no pass for STALLED_MS. Not sooner: at half of the
+// benchmark's load the WAL grew to 10,000-19,000 frames between the thread's finished checkpoints,
+// and a fallback at 10,000 frames on this connection (always on before) stalled the loop then.
 const FALLBACK_CHECKPOINT_PAGES = 10_000;
+const STALLED_MS = 1000;
+// A WAL file that grew longer than this (a burst of writes) is cut back once writes stop.
 const WAL_SIZE_LIMIT_BYTES = 32 * 1024 * 1024;
 const CHECKPOINT_EVERY_MS = 200;
 // A WAL this long (frames, 16 MiB) that writes kept the checkpoint thread from copying to its end
@@ -88,6 +109,8 @@ const GATE = 0;
 const WAITING = 1;
 // How many rounds (CHECKPOINT_EVERY_MS) the thread has finished in which its checkpoint ran.
 const ROUNDS = 2;
+// How many passes (checkpoints) the thread has made.
+const PASSES = 3;
 const FREE = 0;
 const WRITING = 1;
 const CHECKPOINTING = 2;
@@ -95,7 +118,7 @@ const CHECKPOINTING = 2;
 /**
  * Under a steady stream of writes a PASSIVE checkpoint never catches up with the end of the WAL
  * (frames arrive while it copies), so the WAL never starts over; it grew until this process's own
- * connection checkpointed at FALLBACK_CHECKPOINT_PAGES, which held the event loop for 10-25 ms (two
+ * connection checkpointed (at 10,000 frames), which held the event loop for 10-25 ms (two
  * fsyncs and the copying) every 0.8 s at 3,700 tokens a second here. Instead, once the WAL is
  * COMPLETE_AT_FRAMES long, the checkpoint thread finishes the checkpoint itself: passes, each
  * after syncing the database file, until few frames come during one, then it syncs the database
@@ -134,8 +157,12 @@ if (process.platform === 'linux') {
   try { require('node:os').setPriority(19); } catch {}
 }
 const shared = new Int32Array(workerData.shared);
-const { GATE, WAITING, ROUNDS, FREE, WRITING, CHECKPOINTING } = workerData.slots;
-const checkpoint = () => db.pragma('wal_checkpoint(PASSIVE)')[0]; // { busy, log, checkpointed }
+const { GATE, WAITING, ROUNDS, PASSES, FREE, WRITING, CHECKPOINTING } = workerData.slots;
+const checkpoint = () => {
+  const pass = db.pragma('wal_checkpoint(PASSIVE)')[0]; // { busy, log, checkpointed }
+  Atomics.add(shared, PASSES, 1);
+  return pass;
+};
 // The server's commit in progress, if any, takes well under a millisecond.
 const hold = () => {
   for (let tries = 0; tries < 50; tries += 1) {
@@ -152,23 +179,42 @@ const release = () => {
 // more have come by the time it ends, and the WAL only starts over once a checkpoint has caught up
 // with the last frame. So a long WAL gets a second pass with the gate held, when no frame comes.
 let finished = -1; // the WAL's length after the last held pass: nothing came since, nothing to do
+let last = -1; // the WAL's length in the round before
+const walBytes = () => {
+  try {
+    return fs.statSync(workerData.file + '-wal').size;
+  } catch {
+    return 0;
+  }
+};
 const timer = setInterval(() => {
   let ran = false; // a checkpoint ran: no other connection's held it off
   try {
     let pass = checkpoint();
     ran = pass.busy === 0;
+    const quiet = pass.log === last;
+    last = pass.log;
+    // No frame came for a round, all are copied, and a burst left the WAL file long: it is cut
+    // back now (the server's connection never does, see openDatabase). TRUNCATE waits for no one
+    // either: busy while another connection reads or writes, and then the next quiet round tries.
+    if (quiet && ran && pass.checkpointed === pass.log && walBytes() > workerData.walSizeLimit && hold()) {
+      try {
+        db.pragma('wal_checkpoint(TRUNCATE)');
+      } finally {
+        release();
+      }
+    }
     if (pass.log < workerData.completeAtFrames || pass.log === finished) return;
     // Passes until few frames came during one, each after an fsync of what the pass before it
     // copied (only a pass that reaches the end of the WAL syncs, and then every page copied since
     // the last sync). The pass with the gate held then has few pages to copy and sync. Frames keep
-    // coming during each pass and its fsync, fewer each time, until the fsync's own floor (a few
-    // ms, ~150 frames at 6,000 tokens a second here): passes stop when the count stops falling.
-    for (let more = 0, came = Infinity; more < workerData.maxPasses; more += 1) {
+    // coming during each pass and its fsync, fewer each time, down to what comes during the
+    // fsync's own floor (~150 frames in a few ms at 6,000 tokens a second here).
+    for (let more = 0; more < workerData.maxPasses; more += 1) {
       fs.fsyncSync(dbFile);
       const before = pass.log;
       pass = checkpoint();
-      if (pass.log - before < workerData.fewFrames || pass.log - before > came * 0.75) break;
-      came = pass.log - before;
+      if (pass.log - before < workerData.fewFrames) break;
     }
     fs.fsyncSync(dbFile);
     if (!hold()) return;
@@ -201,9 +247,9 @@ parentPort.once('message', () => { clearInterval(timer); db.close(); fs.closeSyn
  * one), and requests waited 10-80 ms every 200 ms under a stream of writes. At the lowest
  * priority it runs when the event loop waits for I/O.
  */
-function startCheckpointer(file: string): { gate: WriteGate; stop(): Promise<void> } {
-  // One Int32 per slot: GATE, WAITING, ROUNDS (the last).
-  const shared = new Int32Array(new SharedArrayBuffer((ROUNDS + 1) * Int32Array.BYTES_PER_ELEMENT));
+function startCheckpointer(file: string, connection: () => Pragmas | undefined): { gate: WriteGate; mode(): 'thread' | 'fallback' | 'own'; stop(): Promise<void> } {
+  // One Int32 per slot: GATE, WAITING, ROUNDS, PASSES (the last).
+  const shared = new Int32Array(new SharedArrayBuffer((PASSES + 1) * Int32Array.BYTES_PER_ELEMENT));
   const worker = new Worker(checkpointThread, {
     eval: true,
     workerData: {
@@ -213,8 +259,9 @@ function startCheckpointer(file: string): { gate: WriteGate; stop(): Promise<voi
       completeAtFrames: COMPLETE_AT_FRAMES,
       fewFrames: FEW_FRAMES,
       maxPasses: MAX_PASSES,
+      walSizeLimit: WAL_SIZE_LIMIT_BYTES,
       shared: shared.buffer,
-      slots: { GATE, WAITING, ROUNDS, FREE, WRITING, CHECKPOINTING },
+      slots: { GATE, WAITING, ROUNDS, PASSES, FREE, WRITING, CHECKPOINTING },
     },
   });
   // It must never keep a process alive (CLI commands close their database, but a crash must not hang).
@@ -231,13 +278,16 @@ function startCheckpointer(file: string): { gate: WriteGate; stop(): Promise<voi
   };
   worker.on('message', open);
   worker.on('error', () => {
-    // Without it the server's own connection checkpoints (FALLBACK_CHECKPOINT_PAGES): slower, still correct.
+    // Without it the server's own connection checkpoints ('own'): slower, still correct.
   });
+  let stopping = false;
   const exited = new Promise<void>((resolve) => worker.once('exit', () => {
     // Whatever it held, nothing waits for it any more.
     gone = true;
     Atomics.store(shared, GATE, FREE);
     open();
+    const conn = connection();
+    if (!stopping && conn) checkpointsOf(conn, 'own');
     resolve();
   }));
   // The thread runs at the lowest priority, and a saturated server starves it of CPU, maybe in the
@@ -263,10 +313,27 @@ function startCheckpointer(file: string): { gate: WriteGate; stop(): Promise<voi
     since = performance.now();
     loop = performance.eventLoopUtilization();
   };
+  // The thread's passes, as last seen, and when they last moved.
+  let passes = 0;
+  let moved = performance.now();
+  let fallback = false;
+  const fallBackIfStalled = () => {
+    const now = Atomics.load(shared, PASSES);
+    const stalled = now === passes && performance.now() - moved > STALLED_MS;
+    if (now !== passes) {
+      passes = now;
+      moved = performance.now();
+    }
+    const conn = connection();
+    if (stalled === fallback || !conn) return;
+    fallback = stalled;
+    checkpointsOf(conn, fallback ? 'fallback' : 'thread');
+  };
   const gate: WriteGate = {
     enter() {
       if (gone) return true;
       yieldIfStarved();
+      fallBackIfStalled();
       return Atomics.compareExchange(shared, GATE, FREE, WRITING) === FREE;
     },
     leave: () => void Atomics.compareExchange(shared, GATE, WRITING, FREE),
@@ -282,7 +349,9 @@ function startCheckpointer(file: string): { gate: WriteGate; stop(): Promise<voi
   };
   return {
     gate,
+    mode: () => (gone ? 'own' : fallback ? 'fallback' : 'thread'),
     async stop() {
+      stopping = true;
       worker.postMessage('stop');
       const force = setTimeout(() => void worker.terminate(), 2000);
       await exited;
