@@ -70,25 +70,24 @@ export function openDatabase(url: string): Database {
 type Pragmas = { pragma(sql: string): unknown };
 
 /**
- * Who checkpoints the WAL and cuts it back. 'thread': the checkpoint thread alone. On the server's
- * connection, the one commit that did either held the event loop for 15-70 ms here: the copying
- * and fsync, or truncating a WAL file that had grown past WAL_SIZE_LIMIT_BYTES. 'fallback': the
- * thread has run no pass for STALLED_MS (a saturated event loop starves it), and this connection
- * checkpoints too, at FALLBACK_CHECKPOINT_PAGES, so the WAL stays bounded. 'own': no thread (it
- * failed, or an in-memory database), and SQLite's defaults.
+ * Who checkpoints the WAL and cuts it back. 'thread': the checkpoint thread (startCheckpointer).
+ * The server's connection then never truncates the WAL, and checkpoints only as a fallback, when
+ * the WAL has grown far longer than the thread lets it. On that connection, the one commit that
+ * did either held the event loop for 15-70 ms here: the copying and fsync, or truncating a WAL
+ * file that had grown past WAL_SIZE_LIMIT_BYTES. 'starved': the same, but a saturated event loop
+ * starves the thread (yieldIfStarved), and the fallback comes sooner. 'own': no thread (it failed,
+ * or an in-memory database), and SQLite's defaults.
  */
-function checkpointsOf(conn: Pragmas, mode: 'thread' | 'fallback' | 'own'): void {
-  conn.pragma(`wal_autocheckpoint = ${mode === 'thread' ? 0 : mode === 'fallback' ? FALLBACK_CHECKPOINT_PAGES : SQLITE_CHECKPOINT_PAGES}`);
+type CheckpointMode = 'thread' | 'starved' | 'own';
+function checkpointsOf(conn: Pragmas, mode: CheckpointMode): void {
+  conn.pragma(`wal_autocheckpoint = ${FALLBACK_CHECKPOINT_PAGES[mode]}`);
   conn.pragma(`journal_size_limit = ${mode === 'own' ? WAL_SIZE_LIMIT_BYTES : -1}`);
 }
 
 // SQLite's default is 1000 pages (4 MiB of WAL); the checkpoint thread keeps the WAL far smaller.
-const SQLITE_CHECKPOINT_PAGES = 1000;
-// The fallback, once the thread has made no pass for STALLED_MS. Not sooner: at half of the
-// benchmark's load the WAL grew to 10,000-19,000 frames between the thread's finished checkpoints,
-// and a fallback at 10,000 frames on this connection (always on before) stalled the loop then.
-const FALLBACK_CHECKPOINT_PAGES = 10_000;
-const STALLED_MS = 1000;
+// At half of the benchmark's load the WAL grew to 10,000-19,000 frames between the thread's
+// finished checkpoints here, and a fallback at 10,000 frames (always, before) stalled the loop.
+const FALLBACK_CHECKPOINT_PAGES: Record<CheckpointMode, number> = { thread: 32_768, starved: 10_000, own: 1000 };
 // A WAL file that grew longer than this (a burst of writes) is cut back once writes stop.
 const WAL_SIZE_LIMIT_BYTES = 32 * 1024 * 1024;
 const CHECKPOINT_EVERY_MS = 200;
@@ -109,8 +108,6 @@ const GATE = 0;
 const WAITING = 1;
 // How many rounds (CHECKPOINT_EVERY_MS) the thread has finished in which its checkpoint ran.
 const ROUNDS = 2;
-// How many passes (checkpoints) the thread has made.
-const PASSES = 3;
 const FREE = 0;
 const WRITING = 1;
 const CHECKPOINTING = 2;
@@ -157,12 +154,8 @@ if (process.platform === 'linux') {
   try { require('node:os').setPriority(19); } catch {}
 }
 const shared = new Int32Array(workerData.shared);
-const { GATE, WAITING, ROUNDS, PASSES, FREE, WRITING, CHECKPOINTING } = workerData.slots;
-const checkpoint = () => {
-  const pass = db.pragma('wal_checkpoint(PASSIVE)')[0]; // { busy, log, checkpointed }
-  Atomics.add(shared, PASSES, 1);
-  return pass;
-};
+const { GATE, WAITING, ROUNDS, FREE, WRITING, CHECKPOINTING } = workerData.slots;
+const checkpoint = () => db.pragma('wal_checkpoint(PASSIVE)')[0]; // { busy, log, checkpointed }
 // The server's commit in progress, if any, takes well under a millisecond.
 const hold = () => {
   for (let tries = 0; tries < 50; tries += 1) {
@@ -247,9 +240,9 @@ parentPort.once('message', () => { clearInterval(timer); db.close(); fs.closeSyn
  * one), and requests waited 10-80 ms every 200 ms under a stream of writes. At the lowest
  * priority it runs when the event loop waits for I/O.
  */
-function startCheckpointer(file: string, connection: () => Pragmas | undefined): { gate: WriteGate; mode(): 'thread' | 'fallback' | 'own'; stop(): Promise<void> } {
-  // One Int32 per slot: GATE, WAITING, ROUNDS, PASSES (the last).
-  const shared = new Int32Array(new SharedArrayBuffer((PASSES + 1) * Int32Array.BYTES_PER_ELEMENT));
+function startCheckpointer(file: string, connection: () => Pragmas | undefined): { gate: WriteGate; mode(): CheckpointMode; stop(): Promise<void> } {
+  // One Int32 per slot: GATE, WAITING, ROUNDS (the last).
+  const shared = new Int32Array(new SharedArrayBuffer((ROUNDS + 1) * Int32Array.BYTES_PER_ELEMENT));
   const worker = new Worker(checkpointThread, {
     eval: true,
     workerData: {
@@ -261,7 +254,7 @@ function startCheckpointer(file: string, connection: () => Pragmas | undefined):
       maxPasses: MAX_PASSES,
       walSizeLimit: WAL_SIZE_LIMIT_BYTES,
       shared: shared.buffer,
-      slots: { GATE, WAITING, ROUNDS, PASSES, FREE, WRITING, CHECKPOINTING },
+      slots: { GATE, WAITING, ROUNDS, FREE, WRITING, CHECKPOINTING },
     },
   });
   // It must never keep a process alive (CLI commands close their database, but a crash must not hang).
@@ -300,40 +293,29 @@ function startCheckpointer(file: string, connection: () => Pragmas | undefined):
   // the thread enough moments: it may then take seconds for a round, and nothing waits for it.
   // Two seconds, not less: after a moment's backlog a busy loop can be saturated for half a second,
   // and waits of 100 ms (a long WAL takes the thread that long) then made more backlog.
+  // While the thread is starved, this connection's fallback also checkpoints sooner ('starved').
   let rounds = 0;
   let since = performance.now();
   let loop = performance.eventLoopUtilization();
+  let starved = false;
   const yieldIfStarved = () => {
     const finished = Atomics.load(shared, ROUNDS);
     if (finished === rounds && performance.now() - since < STARVED_AFTER_MS) return;
-    if (finished === rounds && performance.eventLoopUtilization(loop).utilization >= SATURATED) {
-      Atomics.wait(shared, ROUNDS, rounds, YIELD_MS);
+    const now = finished === rounds && performance.eventLoopUtilization(loop).utilization >= SATURATED;
+    const conn = connection();
+    if (now !== starved && conn) {
+      starved = now;
+      checkpointsOf(conn, starved ? 'starved' : 'thread');
     }
+    if (starved) Atomics.wait(shared, ROUNDS, rounds, YIELD_MS);
     rounds = Atomics.load(shared, ROUNDS);
     since = performance.now();
     loop = performance.eventLoopUtilization();
-  };
-  // The thread's passes, as last seen, and when they last moved.
-  let passes = 0;
-  let moved = performance.now();
-  let fallback = false;
-  const fallBackIfStalled = () => {
-    const now = Atomics.load(shared, PASSES);
-    const stalled = now === passes && performance.now() - moved > STALLED_MS;
-    if (now !== passes) {
-      passes = now;
-      moved = performance.now();
-    }
-    const conn = connection();
-    if (stalled === fallback || !conn) return;
-    fallback = stalled;
-    checkpointsOf(conn, fallback ? 'fallback' : 'thread');
   };
   const gate: WriteGate = {
     enter() {
       if (gone) return true;
       yieldIfStarved();
-      fallBackIfStalled();
       return Atomics.compareExchange(shared, GATE, FREE, WRITING) === FREE;
     },
     leave: () => void Atomics.compareExchange(shared, GATE, WRITING, FREE),
@@ -349,7 +331,7 @@ function startCheckpointer(file: string, connection: () => Pragmas | undefined):
   };
   return {
     gate,
-    mode: () => (gone ? 'own' : fallback ? 'fallback' : 'thread'),
+    mode: () => (gone ? 'own' : starved ? 'starved' : 'thread'),
     async stop() {
       stopping = true;
       worker.postMessage('stop');
