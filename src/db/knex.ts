@@ -196,6 +196,7 @@ const timer = setInterval(() => {
       } finally {
         release();
       }
+      return;
     }
     if (pass.log < workerData.completeAtFrames || pass.log === finished) return;
     // Passes until few frames came during one, each after an fsync of what the pass before it
@@ -302,10 +303,10 @@ function startCheckpointer(file: string, connection: () => Pragmas | undefined):
     const finished = Atomics.load(shared, ROUNDS);
     if (finished === rounds && performance.now() - since < STARVED_AFTER_MS) return;
     const now = finished === rounds && performance.eventLoopUtilization(loop).utilization >= SATURATED;
-    const conn = connection();
-    if (now !== starved && conn) {
+    if (now !== starved) {
       starved = now;
-      checkpointsOf(conn, starved ? 'starved' : 'thread');
+      const conn = connection();
+      if (conn) checkpointsOf(conn, starved ? 'starved' : 'thread');
     }
     if (starved) Atomics.wait(shared, ROUNDS, rounds, YIELD_MS);
     rounds = Atomics.load(shared, ROUNDS);
