@@ -84,9 +84,9 @@ function checkpointsOf(conn: Pragmas, mode: CheckpointMode): void {
   conn.pragma(`journal_size_limit = ${mode === 'own' ? WAL_SIZE_LIMIT_BYTES : -1}`);
 }
 
-// SQLite's default is 1000 pages (4 MiB of WAL); the checkpoint thread keeps the WAL far smaller.
-// At half of the benchmark's load the WAL grew to 10,000-19,000 frames between the thread's
-// finished checkpoints here, and a fallback at 10,000 frames (always, before) stalled the loop.
+// 'own' keeps SQLite's default, 1000 pages (4 MiB of WAL). The thread finishes its checkpoints
+// at COMPLETE_AT_FRAMES, yet at half of the benchmark's load the WAL grew to 10,000-19,000 frames
+// between them here, and a fallback at 10,000 frames (always, before) stalled the loop.
 const FALLBACK_CHECKPOINT_PAGES: Record<CheckpointMode, number> = { thread: 32_768, starved: 10_000, own: 1000 };
 // A WAL file that grew longer than this (a burst of writes) is cut back once writes stop.
 const WAL_SIZE_LIMIT_BYTES = 32 * 1024 * 1024;
