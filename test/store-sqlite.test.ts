@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { closeSync, openSync, readdirSync, readFileSync, readSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import os from 'node:os';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { KnexAdapter } from '../adapters/knex-adapter.ts';
@@ -10,6 +11,10 @@ import { tempSqlite } from './harness.ts';
 const id = () => Math.random().toString(36).slice(2);
 const nextTurn = () => new Promise((resolve) => setImmediate(resolve));
 type RawConnection = { prepare(sql: string): { run(...params: unknown[]): unknown } };
+// A connection of the test's own, as another program (an operator's sqlite3 shell) would open one.
+// better-sqlite3 ships no types: the parts used here.
+type Shell = { prepare(sql: string): { run(...params: unknown[]): unknown; get(): unknown }; readonly inTransaction: boolean; close(): void };
+const Sqlite = createRequire(import.meta.url)('better-sqlite3') as new (file: string, options?: { timeout?: number }) => Shell;
 
 // What the SQLite fast path (prepared statements, group commit, row and client caches) promises
 // beyond the adapter contract: durability, isolation from Knex transactions, and exact caches.
@@ -191,10 +196,14 @@ describe('the SQLite token store', () => {
     expect(await pragma('wal_autocheckpoint')).toBeGreaterThanOrEqual(8 * 4096);
   });
 
-  it('cuts a WAL file that a burst made long back once writes stop, on the checkpoint thread', async () => {
-    const walBytes = () => statSync(`${file.url}-wal`).size;
-    // A reader in the middle of a transaction keeps every checkpoint from passing its snapshot, so
-    // the WAL grows with the burst: ~3 KiB rows, 12,000 of them, about 50 MiB of WAL.
+  const walBytes = () => statSync(`${file.url}-wal`).size;
+  /**
+   * A burst that leaves the WAL file longer than the 32 MiB it is cut back to: a reader in the
+   * middle of a transaction keeps every checkpoint from passing its snapshot meanwhile, so the WAL
+   * grows with it (~3 KiB rows, 12,000 of them, about 50 MiB). `atEnd` runs before that reader
+   * ends. Returns the keys written.
+   */
+  const longWal = async (atEnd = () => {}): Promise<string[]> => {
     const reader = await other.knex.transaction();
     await reader('oidc_payloads').count({ n: '*' });
     const keys: string[] = [];
@@ -204,17 +213,55 @@ describe('the SQLite token store', () => {
         keys.push(...these);
         await Promise.all(these.map((key) => adapter('AccessToken').upsert(key, { jti: key, pad: 'x'.repeat(3000) }, 600)));
       }
-      // The premise: longer than the 32 MiB the WAL is cut back to.
       expect(walBytes()).toBeGreaterThan(32 * 1024 * 1024);
+      atEnd();
     } finally {
       await reader.commit();
     }
+    return keys;
+  };
+
+  it('cuts a WAL file that a burst made long back once writes stop, on the checkpoint thread', async () => {
+    const keys = await longWal();
     // The server's connection never truncates the WAL (a commit that did held the event loop for
     // 15-70 ms), and no commit comes: the thread copies the WAL to its end and cuts it back.
     await vi.waitFor(() => expect(walBytes()).toBeLessThanOrEqual(32 * 1024 * 1024), { timeout: 10_000, interval: 100 });
     const count = await other.knex('oidc_payloads').where({ model: 'AccessToken' }).count({ n: '*' }).first();
     expect(Number(count?.n)).toBe(keys.length);
     expect(await adapter('AccessToken', other).find(keys.at(-1)!)).toEqual({ jti: keys.at(-1), pad: 'x'.repeat(3000) });
+  }, 30_000);
+
+  it('keeps no writer waiting while a reader keeps it from cutting the WAL back', async () => {
+    // A read transaction that began after the burst's last commit (an operator's sqlite3 shell,
+    // say) does not keep the checkpoints from copying the whole WAL, but cutting it back would
+    // have to wait for its end. The thread must not wait for it, holding the write lock that every
+    // connection's commits need (a busy timeout of 5 s did: writers elsewhere failed with
+    // SQLITE_BUSY, and this process's commits waited at the gate).
+    const shell = new Sqlite(file.url);
+    try {
+      await longWal(() => {
+        shell.prepare('BEGIN').run();
+        shell.prepare('SELECT count(*) FROM oidc_payloads').get();
+      });
+      // Rounds in which the thread finds the WAL copied, no frame new and the file long.
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      // A writer that waits 0.2 s at most for the write lock, three times in a second.
+      const writer = new Sqlite(file.url, { timeout: 200 });
+      try {
+        for (let i = 0; i < 3; i += 1) {
+          expect(() => writer.prepare('INSERT INTO oidc_payloads (model, id, payload) VALUES (?, ?, ?)').run('Session', id(), '{}')).not.toThrow();
+          await new Promise((resolve) => setTimeout(resolve, 300));
+        }
+      } finally {
+        writer.close();
+      }
+      expect(walBytes()).toBeGreaterThan(32 * 1024 * 1024);
+    } finally {
+      if (shell.inTransaction) shell.prepare('COMMIT').run();
+      shell.close();
+    }
+    // Once the reader is gone, the next quiet round cuts the WAL back.
+    await vi.waitFor(() => expect(walBytes()).toBeLessThanOrEqual(32 * 1024 * 1024), { timeout: 10_000, interval: 100 });
   }, 30_000);
 
   // Linux only: a thread's nice value and CPU affinity are its own there (/proc, taskset).

@@ -97,7 +97,7 @@ const COMPLETE_AT_FRAMES = 4096;
 const FEW_FRAMES = 64;
 const MAX_PASSES = 8;
 // The checkpoint thread is starved when it ran no checkpoint for this long while this process's
-// event loop was this busy (its share of the time), and then the loop waits for it (yieldIfStarved).
+// event loop was this busy (its share of the time): it stands aside then (yieldIfStarved).
 const STARVED_AFTER_MS = 2000;
 const SATURATED = 0.95;
 const YIELD_MS = 100;
@@ -106,8 +106,13 @@ const YIELD_MS = 100;
 // and whether commits are waiting for the thread to let go.
 const GATE = 0;
 const WAITING = 1;
-// How many rounds (CHECKPOINT_EVERY_MS) the thread has finished in which its checkpoint ran.
+// How many rounds (CHECKPOINT_EVERY_MS) the thread has finished in which its checkpoint ran, or
+// it had nothing to do: rounds in which it got the CPU and no other connection held it off.
 const ROUNDS = 2;
+// Set with each write transaction this process begins: the thread owes the WAL a checkpoint.
+const WROTE = 3;
+// Set while this process's event loop is saturated and starves the thread (yieldIfStarved).
+const STARVED = 4;
 const FREE = 0;
 const WRITING = 1;
 const CHECKPOINTING = 2;
@@ -145,7 +150,9 @@ const checkpointThread = `
 const { parentPort, workerData } = require('node:worker_threads');
 const Database = require(workerData.driver);
 const fs = require('node:fs');
-const db = new Database(workerData.file);
+// No busy timeout: PASSIVE never waits anyway, and TRUNCATE (below) must fail at once rather
+// than wait for a reader while it holds the write lock every connection's commits need.
+const db = new Database(workerData.file, { timeout: 0 });
 db.pragma('synchronous = NORMAL');
 const dbFile = fs.openSync(workerData.file, 'r+'); // only to fsync it (Windows wants write access for that)
 // The lowest priority, for this thread only: see startCheckpointer. Only on Linux, where a thread's
@@ -154,7 +161,7 @@ if (process.platform === 'linux') {
   try { require('node:os').setPriority(19); } catch {}
 }
 const shared = new Int32Array(workerData.shared);
-const { GATE, WAITING, ROUNDS, FREE, WRITING, CHECKPOINTING } = workerData.slots;
+const { GATE, WAITING, ROUNDS, WROTE, STARVED, FREE, WRITING, CHECKPOINTING } = workerData.slots;
 const checkpoint = () => db.pragma('wal_checkpoint(PASSIVE)')[0]; // { busy, log, checkpointed }
 // The server's commit in progress, if any, takes well under a millisecond.
 const hold = () => {
@@ -173,6 +180,14 @@ const release = () => {
 // with the last frame. So a long WAL gets a second pass with the gate held, when no frame comes.
 let finished = -1; // the WAL's length after the last held pass: nothing came since, nothing to do
 let last = -1; // the WAL's length in the round before
+// A thread checkpoints only what its own process wrote: the WAL up to its length at the first pass
+// after a write (\`owed\`), and a WAL file left long once it is all copied. Another process's
+// thread (\`latchkey api\` between its usage writes) would otherwise hold the checkpoint lock beside
+// the server's, for nothing; starved of CPU by a saturated server in the middle of a pass, it kept
+// both the server's thread and connection from checkpointing. -1: nothing owed; a WAL an earlier
+// process left goes with the next write's.
+const ALL = Number.MAX_SAFE_INTEGER;
+let owed = -1;
 const walBytes = () => {
   try {
     return fs.statSync(workerData.file + '-wal').size;
@@ -181,21 +196,45 @@ const walBytes = () => {
   }
 };
 const timer = setInterval(() => {
-  let ran = false; // a checkpoint ran: no other connection's held it off
+  let ran = false; // a checkpoint ran (no other connection's held it off), or none was owed
   try {
+    // While this process's event loop is saturated, its connection checkpoints instead.
+    const standAside = () => Atomics.load(shared, STARVED) === 1;
+    if (standAside()) {
+      ran = true;
+      return;
+    }
+    const wrote = Atomics.exchange(shared, WROTE, 0) === 1;
+    if (wrote) owed = ALL;
+    if (owed === -1) {
+      ran = true;
+      return;
+    }
     let pass = checkpoint();
     ran = pass.busy === 0;
+    if (!ran) return;
+    if (owed === ALL) owed = pass.log;
     const quiet = pass.log === last;
     last = pass.log;
-    // No frame came for a round, all are copied, and a burst left the WAL file long: it is cut
-    // back now (the server's connection never does, see openDatabase). TRUNCATE waits for no one
+    // A burst left the WAL file long: once all is copied and no frame came for a round, it is cut
+    // back (the server's connection never does, see openDatabase). TRUNCATE waits for no one
     // either: busy while another connection reads or writes, and then the next quiet round tries.
-    if (quiet && ran && pass.checkpointed === pass.log && walBytes() > workerData.walSizeLimit && hold()) {
-      try {
-        db.pragma('wal_checkpoint(TRUNCATE)');
-      } finally {
-        release();
+    const long = walBytes() > workerData.walSizeLimit;
+    if (long && quiet && pass.checkpointed === pass.log) {
+      if (hold()) {
+        try {
+          db.pragma('wal_checkpoint(TRUNCATE)');
+        } finally {
+          release();
+        }
       }
+      return;
+    }
+    // What this process wrote is copied (or the WAL started over since), and it wrote nothing
+    // since: the rest, if any, is the other processes' threads' to finish. It still owes cutting
+    // a long WAL file back.
+    if (!wrote && (pass.checkpointed >= owed || pass.log < owed)) {
+      if (!long) owed = -1;
       return;
     }
     if (pass.log < workerData.completeAtFrames || pass.log === finished) return;
@@ -205,13 +244,14 @@ const timer = setInterval(() => {
     // coming during each pass and its fsync, fewer each time, down to what comes during the
     // fsync's own floor (~150 frames in a few ms at 6,000 tokens a second here).
     for (let more = 0; more < workerData.maxPasses; more += 1) {
+      if (standAside()) return;
       fs.fsyncSync(dbFile);
       const before = pass.log;
       pass = checkpoint();
       if (pass.log - before < workerData.fewFrames) break;
     }
     fs.fsyncSync(dbFile);
-    if (!hold()) return;
+    if (standAside() || !hold()) return;
     try {
       finished = checkpoint().log;
     } finally {
@@ -242,8 +282,8 @@ parentPort.once('message', () => { clearInterval(timer); db.close(); fs.closeSyn
  * priority it runs when the event loop waits for I/O.
  */
 function startCheckpointer(file: string, connection: () => Pragmas | undefined): { gate: WriteGate; mode(): CheckpointMode; stop(): Promise<void> } {
-  // One Int32 per slot: GATE, WAITING, ROUNDS (the last).
-  const shared = new Int32Array(new SharedArrayBuffer((ROUNDS + 1) * Int32Array.BYTES_PER_ELEMENT));
+  // One Int32 per slot: GATE, WAITING, ROUNDS, WROTE, STARVED (the last).
+  const shared = new Int32Array(new SharedArrayBuffer((STARVED + 1) * Int32Array.BYTES_PER_ELEMENT));
   const worker = new Worker(checkpointThread, {
     eval: true,
     workerData: {
@@ -255,7 +295,7 @@ function startCheckpointer(file: string, connection: () => Pragmas | undefined):
       maxPasses: MAX_PASSES,
       walSizeLimit: WAL_SIZE_LIMIT_BYTES,
       shared: shared.buffer,
-      slots: { GATE, WAITING, ROUNDS, FREE, WRITING, CHECKPOINTING },
+      slots: { GATE, WAITING, ROUNDS, WROTE, STARVED, FREE, WRITING, CHECKPOINTING },
     },
   });
   // It must never keep a process alive (CLI commands close their database, but a crash must not hang).
@@ -286,29 +326,41 @@ function startCheckpointer(file: string, connection: () => Pragmas | undefined):
   }));
   // The thread runs at the lowest priority, and a saturated server starves it of CPU, maybe in the
   // middle of a checkpoint, holding the lock that also stops this connection's fallback checkpoint:
-  // the WAL then grew for as long as the server stayed saturated (to 129 MB in 4 s here). So did
-  // another process's checkpoint thread on the same file and core (`latchkey api`). So when the
-  // thread has run no checkpoint for STARVED_AFTER_MS and the event loop was busy SATURATED of that
-  // time, this thread waits for it to run one (with nothing else running: a few ms), at most
-  // YIELD_MS, and the starved threads get the core meanwhile. A loop that is merely busy leaves
-  // the thread enough moments: it may then take seconds for a round, and nothing waits for it.
-  // Two seconds, not less: after a moment's backlog a busy loop can be saturated for half a second,
-  // and waits of 100 ms (a long WAL takes the thread that long) then made more backlog.
-  // While the thread is starved, this connection's fallback also checkpoints sooner ('starved').
+  // the WAL then grew for as long as the server stayed saturated (to 129 MB in 4 s here). So when
+  // the thread has run no round for STARVED_AFTER_MS and the event loop was busy SATURATED of that
+  // time, the thread is starved: it stands aside (STARVED) until a window of STARVED_AFTER_MS in
+  // which the loop was not saturated, and this connection's fallback checkpoints sooner
+  // ('starved'). A round it is in the middle of gets the core to finish: this thread waits for it
+  // (with nothing else running: a few ms), at most YIELD_MS, once a window while it runs none.
+  // A loop that is merely busy leaves the thread enough moments: it may then take seconds for a
+  // round, and nothing waits for it. Two seconds, not less: after a moment's backlog a busy loop
+  // can be saturated for half a second, and waits of 100 ms (a long WAL takes the thread that
+  // long) then made more backlog.
   let rounds = 0;
   let since = performance.now();
   let loop = performance.eventLoopUtilization();
   let starved = false;
   const yieldIfStarved = () => {
     const finished = Atomics.load(shared, ROUNDS);
-    if (finished === rounds && performance.now() - since < STARVED_AFTER_MS) return;
-    const now = finished === rounds && performance.eventLoopUtilization(loop).utilization >= SATURATED;
+    if (!starved && finished !== rounds) {
+      // The thread ran a round: a new window.
+      rounds = finished;
+      since = performance.now();
+      loop = performance.eventLoopUtilization();
+      return;
+    }
+    if (performance.now() - since < STARVED_AFTER_MS) return;
+    // A window with no round (or, once starved, any window) in which the loop was saturated.
+    const now = performance.eventLoopUtilization(loop).utilization >= SATURATED;
     if (now !== starved) {
       starved = now;
+      Atomics.store(shared, STARVED, starved ? 1 : 0);
       const conn = connection();
       if (conn) checkpointsOf(conn, starved ? 'starved' : 'thread');
     }
-    if (starved) Atomics.wait(shared, ROUNDS, rounds, YIELD_MS);
+    // A thread that ran no round since may be in the middle of one, holding the checkpoint lock
+    // that this connection's fallback needs too: it gets the core to finish.
+    if (starved && finished === rounds) Atomics.wait(shared, ROUNDS, rounds, YIELD_MS);
     rounds = Atomics.load(shared, ROUNDS);
     since = performance.now();
     loop = performance.eventLoopUtilization();
@@ -317,7 +369,9 @@ function startCheckpointer(file: string, connection: () => Pragmas | undefined):
     enter() {
       if (gone) return true;
       yieldIfStarved();
-      return Atomics.compareExchange(shared, GATE, FREE, WRITING) === FREE;
+      if (Atomics.compareExchange(shared, GATE, FREE, WRITING) !== FREE) return false;
+      Atomics.store(shared, WROTE, 1);
+      return true;
     },
     leave: () => void Atomics.compareExchange(shared, GATE, WRITING, FREE),
     whenOpen(then) {
