@@ -2,7 +2,8 @@
 // Run by paced.ts:
 //   node bench/paced-client.mjs '{"origin":..., "method":..., "path":..., "headers":{...}, "body":..., "rate":..., "seconds":..., "connections":...,
 //                                 "rotate": {"bodyBefore":..., "field":..., "seeds":[...]} (optional)}'
-// Prints one JSON line: { p50, p99, requests, failures, rps, longestPause }.
+// Prints one JSON line: { p50, p99, requests, failures, rps, longestPause }; or, when no answer
+// came for STALLED_MS while requests were due or in flight, { stalled } and exits with 3.
 //
 // It speaks HTTP/1.1 over its keep-alive sockets itself: one request, serialised once, written
 // again and again, and only the status line and the framing of each answer read. Node's HTTP
@@ -172,10 +173,21 @@ const tick = () => {
   sleptFor = Math.max(1, Math.floor(started + sent * interval - now));
   setTimeout(tick, sleptFor);
 };
+// A server that stops answering (stopped, or waiting on a lock) would otherwise keep this process
+// waiting until the benchmark killed it, saying nothing of why.
+const STALLED_MS = 10_000;
+const watchdog = setInterval(() => {
+  const since = performance.now() - Math.max(lastAnswerAt, started);
+  if (since < STALLED_MS) return;
+  const inFlight = connections.filter((c) => c.busy).length;
+  process.stdout.write(`${JSON.stringify({ stalled: `no answer for ${(since / 1000).toFixed(0)} s: ${answered} of ${total} requests answered, ${inFlight} in flight, ${sent - dispatched} waiting for a connection` })}\n`);
+  process.exit(3);
+}, 1000);
 await new Promise((resolve) => {
   onDone = resolve;
   tick();
 });
+clearInterval(watchdog);
 stopped = true;
 for (const conn of connections) conn.socket.destroy();
 const count = total - measuredFrom;

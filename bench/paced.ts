@@ -37,7 +37,11 @@ export async function runPaced(plan: LoadPlan, options: { rate: number; seconds:
   const rotate = plan.rotating && { bodyBefore: plan.rotating.bodyBefore, field: plan.rotating.field, seeds: plan.rotating.take() };
   const spec = { origin: plan.origin, method: template.method ?? 'GET', path: template.path ?? '/', headers: template.headers ?? {}, body: template.body, okStatuses: plan.expectStatus ? [plan.expectStatus] : undefined, rotate, ...options };
   const stdout = await new Promise<string>((resolve, reject) => {
-    execFile(process.execPath, [clientScript, JSON.stringify(spec)], { timeout: (options.seconds + 30) * 1000 }, (err, out) => (err ? reject(err) : resolve(out)));
+    execFile(process.execPath, [clientScript, JSON.stringify(spec)], { timeout: (options.seconds + 30) * 1000 }, (err, out, errOut) => {
+      if (!err) return resolve(out);
+      const said = (out.trim() && (JSON.parse(out) as { stalled?: string }).stalled) || errOut.trim() || (err.killed ? `killed after ${options.seconds + 30} s` : err.message);
+      reject(new Error(`paced run at ${options.rate.toFixed(0)} requests a second failed: ${said}`));
+    });
   });
   return JSON.parse(stdout) as PacedResult;
 }

@@ -162,7 +162,7 @@ async function main(): Promise<void> {
     const summary: string[] = [];
     for (const [i, { target, own, load }] of measured.entries()) {
       const { result: full, peakRssMb, redone } = results[i]!;
-      const { half, stealHalf, othersMs, repeated, collections } = target === 'H' ? {} : await measureHalfLoad(load, full.rps / 2, target === 'postgres', own);
+      const { half, failed, stealHalf, othersMs, repeated, collections } = target === 'H' ? {} : await measureHalfLoad(load, full.rps / 2, target === 'postgres', own);
       rows.push({
         endpoint: endpoint.id,
         label: endpoint.label,
@@ -172,6 +172,7 @@ async function main(): Promise<void> {
         p50: full.p50,
         p99: full.p99,
         p99Half: half?.p99,
+        pacedFailed: failed,
         stealHalf,
         peakRssMb,
         failures: full.failures,
@@ -182,6 +183,7 @@ async function main(): Promise<void> {
           load.summary?.(full.seconds),
           redone.length ? `${redone.length} turn${redone.length > 1 ? 's' : ''} run again (other processes took ${redone.map((ms) => ms.toFixed(0)).join(', ')} ms of CPU in ${redone.length > 1 ? 'them' : 'it'})` : undefined,
           repeated?.length ? `paced run repeated ${repeated.length}× (other processes took ${repeated.map((ms) => ms.toFixed(0)).join(', ')} ms of CPU in ${repeated.length > 1 ? 'them' : 'it'})` : undefined,
+          failed,
           half?.failures ? `${half.failures} failed @½` : undefined,
           half && half.longestPause >= CLIENT_STALL_NOTED_MS ? `the paced client itself stalled ${half.longestPause.toFixed(0)} ms` : undefined,
           collections && (collections.full > 0 || collections.longestPauseMs >= GC_PAUSE_NOTED_MS) ? `@½ the server's longest GC pause: ${collections.longestPauseMs.toFixed(0)} ms (${collections.full} full collection${collections.full === 1 ? '' : 's'})` : undefined,
@@ -239,13 +241,13 @@ async function main(): Promise<void> {
  * about a minute after its start) otherwise took the core from the measured server. Only `own`
  * (the processes the row needs: see main) run.
  */
-async function measureHalfLoad(load: LoadPlan, rate: number, postgresIsOurs: boolean, own: RunningServer[]): Promise<{ half?: PacedResult; stealHalf?: number; othersMs?: number; repeated: number[]; collections?: Collections }> {
+async function measureHalfLoad(load: LoadPlan, rate: number, postgresIsOurs: boolean, own: RunningServer[]): Promise<{ half?: PacedResult; failed?: string; stealHalf?: number; othersMs?: number; repeated: number[]; collections?: Collections }> {
   const repeated: number[] = [];
   for (;;) {
     const steal = stealMeter();
     const others = othersCpuMeter(servers.values());
     const idle = [...servers.values()].filter((s) => !own.includes(s));
-    for (const s of idle) s.pause();
+    await Promise.all(idle.map((s) => s.pause()));
     let half: PacedResult | undefined;
     let collections: Collections | undefined;
     try {
@@ -253,6 +255,9 @@ async function measureHalfLoad(load: LoadPlan, rate: number, postgresIsOurs: boo
       await Promise.all(own.map((s) => s.collections()));
       half = await runPaced(load, { connections: settings.connections, seconds: settings.halfLoadSeconds, rate });
       collections = combineCollections(await Promise.all(own.map((s) => s.collections())));
+    } catch (err) {
+      // The row says so, and the p99 goal is not met; the other rows are still measured.
+      return { failed: (err as Error).message, repeated };
     } finally {
       for (const s of idle) s.resume();
     }

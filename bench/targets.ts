@@ -110,10 +110,11 @@ export interface RunningServer {
   /** The garbage collections of its main thread since the last call (undefined: no answer in 2 s). */
   collections(): Promise<Collections | undefined>;
   /**
-   * Stops the process where it is (SIGSTOP) while another target's latency is measured, and lets
-   * it go on (SIGCONT): see measureHalfLoad in run.ts.
+   * Stops the process (SIGSTOP) while another target's latency is measured, and lets it go on
+   * (SIGCONT): see measureHalfLoad in run.ts. Never in the middle of a SQLite transaction or
+   * checkpoint (heldSqliteLocks).
    */
-  pause(): void;
+  pause(): Promise<void>;
   resume(): void;
   stop(): Promise<void>;
 }
@@ -213,8 +214,14 @@ export async function startServer(name: string, spec: ServerSpec): Promise<Runni
       const text = status();
       return text ? { peak: kib(text, 'VmHWM') / 1024, current: kib(text, 'VmRSS') / 1024 } : undefined;
     },
-    pause() {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGSTOP');
+    async pause() {
+      for (let tries = 0; child.exitCode === null && child.signalCode === null; tries += 1) {
+        child.kill('SIGSTOP');
+        await stoppedAll(pid);
+        if (tries === PAUSE_TRIES || !heldSqliteLocks(pid)) return;
+        child.kill('SIGCONT');
+        await new Promise((resolve) => setTimeout(resolve, 2));
+      }
     },
     resume() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGCONT');
@@ -254,6 +261,44 @@ export function stealMeter(): () => number | undefined {
     if (!start || !end || end.total === start.total) return undefined;
     return (100 * (end.steal - start.steal)) / (end.total - start.total);
   };
+}
+
+/**
+ * Whether a process holds one of SQLite's WAL locks (Linux /proc/locks): the write, checkpoint or
+ * recovery lock, or a reader's, bytes 120-127 of a database's shared index (-shm); every
+ * connection holds byte 128 and the database file's shared range while it is open. A process
+ * stopped holding the write lock stopped every other process's commits on that database: the
+ * checkpoint thread of the companion API, stopped while it cut the WAL back, left the
+ * authorization server's commits waiting 5 s each (the busy timeout), and the paced run timed
+ * out. Stopped in a checkpoint or a read, it kept the server's checkpoints from finishing.
+ */
+function heldSqliteLocks(pid: number): boolean {
+  let locks: string;
+  try {
+    locks = readFileSync('/proc/locks', 'utf8');
+  } catch {
+    return false;
+  }
+  // "1: POSIX  ADVISORY  WRITE 9341 fe:00:2146421 120 120"
+  return locks.split('\n').some((line) => {
+    const [, , , , owner, , start, end] = line.trim().split(/\s+/);
+    return Number(owner) === pid && Number(start) >= 120 && Number(end) <= 127;
+  });
+}
+const PAUSE_TRIES = 500;
+
+/** Resolves once every thread of a process sent SIGSTOP has stopped (Linux /proc; at once elsewhere). */
+async function stoppedAll(pid: number): Promise<void> {
+  for (let polls = 0; polls < 100; polls += 1) {
+    let tasks: string[];
+    try {
+      tasks = readdirSync(`/proc/${pid}/task`);
+    } catch {
+      return;
+    }
+    if (tasks.every((tid) => ['T', 't', 'Z', 'X'].includes(statOf(`${pid}/task/${tid}`)?.fields[0] ?? 'X'))) return;
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
 }
 
 /**
