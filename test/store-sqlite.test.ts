@@ -187,6 +187,23 @@ describe('the SQLite token store', () => {
     for (const key of keys.slice(-50)) expect(await adapter('AccessToken', other).find(key)).toEqual({ jti: key });
   });
 
+  it('checkpoints what a process wrote through Knex alone (keys, accounts, usage), on its thread', async () => {
+    // A process of its own that writes nothing but this, as \`latchkey api\` writes API-key usage.
+    const api = openDatabase(file.url);
+    try {
+      const before = statSync(file.url).size;
+      // ~2 MiB of rows, far fewer frames than the connection's own fallback checkpoint waits for.
+      await api.knex.schema.createTable('scratch', (t) => t.text('pad'));
+      for (let batch = 0; batch < 20; batch += 1) {
+        await api.knex('scratch').insert(Array.from({ length: 25 }, () => ({ pad: 'x'.repeat(4000) })));
+      }
+      // Copied into the database file, which grows to hold the new pages.
+      await vi.waitFor(() => expect(statSync(file.url).size).toBeGreaterThan(before + 2 * 1024 * 1024), { timeout: 5000, interval: 50 });
+    } finally {
+      await api.close();
+    }
+  });
+
   it('leaves checkpoints and cutting the WAL back to the checkpoint thread while it runs', async () => {
     await Promise.all(Array.from({ length: 20 }, id).map((key) => adapter('AccessToken').upsert(key, { jti: key }, 600)));
     // The server's connection never truncates the WAL, and checkpoints on a commit only as a

@@ -56,7 +56,14 @@ export function openDatabase(url: string): Database {
       },
     },
   });
-  if (checkpointer) gates.set(knex, checkpointer.gate);
+  if (checkpointer) {
+    gates.set(knex, checkpointer.gate);
+    // Writes through Knex (keys, accounts, clients, API-key usage) owe the thread a checkpoint
+    // too; the token store's commits say so at the gate.
+    knex.on('query-response', (_response: unknown, query: { method?: string }) => {
+      if (!READS.has(query.method ?? '')) checkpointer.wrote();
+    });
+  }
   return {
     knex,
     dialect,
@@ -68,6 +75,7 @@ export function openDatabase(url: string): Database {
 }
 
 type Pragmas = { pragma(sql: string): unknown };
+const READS = new Set(['select', 'first', 'pluck']);
 
 /**
  * Who checkpoints the WAL and cuts it back. 'thread': the checkpoint thread (startCheckpointer).
@@ -109,7 +117,7 @@ const WAITING = 1;
 // How many rounds (CHECKPOINT_EVERY_MS) the thread has finished in which its checkpoint ran, or
 // it had nothing to do: rounds in which it got the CPU and no other connection held it off.
 const ROUNDS = 2;
-// Set with each write transaction this process begins: the thread owes the WAL a checkpoint.
+// Set with each write this process makes (wrote()): the thread owes the WAL a checkpoint.
 const WROTE = 3;
 // Set while this process's event loop is saturated and starves the thread (yieldIfStarved).
 const STARVED = 4;
@@ -180,12 +188,13 @@ const release = () => {
 // with the last frame. So a long WAL gets a second pass with the gate held, when no frame comes.
 let finished = -1; // the WAL's length after the last held pass: nothing came since, nothing to do
 let last = -1; // the WAL's length in the round before
-// A thread checkpoints only what its own process wrote: the WAL up to its length at the first pass
-// after a write (\`owed\`), and a WAL file left long once it is all copied. Another process's
-// thread (\`latchkey api\` between its usage writes) would otherwise hold the checkpoint lock beside
-// the server's, for nothing; starved of CPU by a saturated server in the middle of a pass, it kept
-// both the server's thread and connection from checkpointing. -1: nothing owed; a WAL an earlier
-// process left goes with the next write's.
+// A thread checkpoints only what its own process wrote (WROTE: the token store's commits, and
+// writes through Knex): the WAL up to its length at the first pass after a write (\`owed\`), and a
+// WAL file left long once it is all copied. Another process's thread (\`latchkey api\` between its
+// usage writes) would otherwise hold the checkpoint lock beside the server's, for nothing; starved
+// of CPU by a saturated server in the middle of a pass, it kept both the server's thread and
+// connection from checkpointing. -1: nothing owed; a WAL an earlier process left goes with the
+// next write's.
 const ALL = Number.MAX_SAFE_INTEGER;
 let owed = -1;
 const walBytes = () => {
@@ -281,7 +290,7 @@ parentPort.once('message', () => { clearInterval(timer); db.close(); fs.closeSyn
  * one), and requests waited 10-80 ms every 200 ms under a stream of writes. At the lowest
  * priority it runs when the event loop waits for I/O.
  */
-function startCheckpointer(file: string, connection: () => Pragmas | undefined): { gate: WriteGate; mode(): CheckpointMode; stop(): Promise<void> } {
+function startCheckpointer(file: string, connection: () => Pragmas | undefined): { gate: WriteGate; wrote(): void; mode(): CheckpointMode; stop(): Promise<void> } {
   // One Int32 per slot: GATE, WAITING, ROUNDS, WROTE, STARVED (the last).
   const shared = new Int32Array(new SharedArrayBuffer((STARVED + 1) * Int32Array.BYTES_PER_ELEMENT));
   const worker = new Worker(checkpointThread, {
@@ -365,12 +374,13 @@ function startCheckpointer(file: string, connection: () => Pragmas | undefined):
     since = performance.now();
     loop = performance.eventLoopUtilization();
   };
+  const wrote = () => void Atomics.store(shared, WROTE, 1);
   const gate: WriteGate = {
     enter() {
       if (gone) return true;
       yieldIfStarved();
       if (Atomics.compareExchange(shared, GATE, FREE, WRITING) !== FREE) return false;
-      Atomics.store(shared, WROTE, 1);
+      wrote();
       return true;
     },
     leave: () => void Atomics.compareExchange(shared, GATE, WRITING, FREE),
@@ -386,6 +396,7 @@ function startCheckpointer(file: string, connection: () => Pragmas | undefined):
   };
   return {
     gate,
+    wrote,
     mode: () => (gone ? 'own' : starved ? 'starved' : 'thread'),
     async stop() {
       stopping = true;
