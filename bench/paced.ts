@@ -39,7 +39,13 @@ export async function runPaced(plan: LoadPlan, options: { rate: number; seconds:
   const stdout = await new Promise<string>((resolve, reject) => {
     execFile(process.execPath, [clientScript, JSON.stringify(spec)], { timeout: (options.seconds + 30) * 1000 }, (err, out, errOut) => {
       if (!err) return resolve(out);
-      const said = (out.trim() && (JSON.parse(out) as { stalled?: string }).stalled) || errOut.trim() || (err.killed ? `killed after ${options.seconds + 30} s` : err.message);
+      let stalled: string | undefined;
+      try {
+        stalled = (JSON.parse(out) as { stalled?: string }).stalled;
+      } catch {
+        // Nothing, or not its answer: stderr or the exit says why.
+      }
+      const said = stalled || errOut.trim() || (err.killed ? `killed after ${options.seconds + 30} s` : err.message);
       reject(new Error(`paced run at ${options.rate.toFixed(0)} requests a second failed: ${said}`));
     });
   });

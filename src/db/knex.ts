@@ -311,6 +311,10 @@ function startCheckpointer(file: string, connection: () => Pragmas | undefined):
   worker.unref();
   let waiting: (() => void)[] = [];
   let gone = false;
+  // Once the thread is starved (yieldIfStarved), the loop is looked at again every STARVED_AFTER_MS
+  // even if no write comes: the thread is to take over again once the loop has calmed down, and
+  // cut back the WAL it left.
+  let recheck: NodeJS.Timeout | undefined;
   const open = () => {
     if (waiting.length === 0) return;
     const then = waiting;
@@ -327,6 +331,7 @@ function startCheckpointer(file: string, connection: () => Pragmas | undefined):
   const exited = new Promise<void>((resolve) => worker.once('exit', () => {
     // Whatever it held, nothing waits for it any more.
     gone = true;
+    clearInterval(recheck);
     Atomics.store(shared, GATE, FREE);
     open();
     const conn = connection();
@@ -366,6 +371,8 @@ function startCheckpointer(file: string, connection: () => Pragmas | undefined):
       Atomics.store(shared, STARVED, starved ? 1 : 0);
       const conn = connection();
       if (conn) checkpointsOf(conn, starved ? 'starved' : 'thread');
+      clearInterval(recheck);
+      recheck = starved ? setInterval(yieldIfStarved, STARVED_AFTER_MS).unref() : undefined;
     }
     // A thread that ran no round since may be in the middle of one, holding the checkpoint lock
     // that this connection's fallback needs too: it gets the core to finish.
