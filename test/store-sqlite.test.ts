@@ -10,11 +10,10 @@ import { tempSqlite } from './harness.ts';
 
 const id = () => Math.random().toString(36).slice(2);
 const nextTurn = () => new Promise((resolve) => setImmediate(resolve));
-type RawConnection = { prepare(sql: string): { run(...params: unknown[]): unknown } };
+// better-sqlite3 ships no types: the parts of a connection used here.
+type RawConnection = { prepare(sql: string): { run(...params: unknown[]): unknown; get(): unknown }; readonly inTransaction: boolean; close(): void };
 // A connection of the test's own, as another program (an operator's sqlite3 shell) would open one.
-// better-sqlite3 ships no types: the parts used here.
-type Shell = { prepare(sql: string): { run(...params: unknown[]): unknown; get(): unknown }; readonly inTransaction: boolean; close(): void };
-const Sqlite = createRequire(import.meta.url)('better-sqlite3') as new (file: string, options?: { timeout?: number }) => Shell;
+const Sqlite = createRequire(import.meta.url)('better-sqlite3') as new (file: string, options?: { timeout?: number }) => RawConnection;
 
 // What the SQLite fast path (prepared statements, group commit, row and client caches) promises
 // beyond the adapter contract: durability, isolation from Knex transactions, and exact caches.

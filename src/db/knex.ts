@@ -204,11 +204,11 @@ const walBytes = () => {
     return 0;
   }
 };
+// While this process's event loop is saturated, its connection checkpoints instead.
+const standAside = () => Atomics.load(shared, STARVED) === 1;
 const timer = setInterval(() => {
   let ran = false; // a checkpoint ran (no other connection's held it off), or none was owed
   try {
-    // While this process's event loop is saturated, its connection checkpoints instead.
-    const standAside = () => Atomics.load(shared, STARVED) === 1;
     if (standAside()) {
       ran = true;
       return;
