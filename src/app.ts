@@ -3,6 +3,7 @@ import type { Context, Next } from 'koa';
 import type Provider from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import { startExpiredRowCleanup } from '../adapters/knex-adapter.ts';
+import { payloadStoreFor, WritesNotStored, type PayloadStore } from '../adapters/payload-store.ts';
 import { createUserStore, type UserStore } from './accounts/store.ts';
 import { apiKeyIntrospection } from './api-keys/introspection.ts';
 import { createApiKeyStore } from './api-keys/store.ts';
@@ -49,6 +50,25 @@ function pageErrors(logger: Logger) {
   };
 }
 
+/**
+ * The token endpoint: a redeemed code or refresh token and the tokens issued for it are stored
+ * together (payload-store.ts), kept unless the library answered with a server error. If they could
+ * not be stored, the client gets a server error instead of tokens that would not work.
+ */
+function storedTogether(store: PayloadStore, logger: Logger): Layer {
+  return async (ctx, next) => {
+    try {
+      await store.redeemingIn(ctx, next, () => ctx.status < 500);
+    } catch (err) {
+      if (!(err instanceof WritesNotStored)) throw err;
+      logger.error('token request not stored', { error: err.message });
+      ctx.status = 500;
+      ctx.set('Cache-Control', 'no-store');
+      ctx.body = { error: 'server_error', error_description: 'the tokens could not be stored; try again' };
+    }
+  };
+}
+
 /** The composition root: the only place that wires storage, keys, the provider and routes. */
 export async function createAuthServer(config: Config, options: { logger?: Logger; db?: Database } = {}): Promise<AuthServer> {
   const logger = options.logger ?? createLogger(config.logLevel);
@@ -66,6 +86,7 @@ export async function createAuthServer(config: Config, options: { logger?: Logge
   const interactionErrors = pageErrors(logger);
   provider.use(additions({
     metadata: servedOnce(metadataPaths) as Layer,
+    tokens: storedTogether(payloadStoreFor(db.knex), logger),
     interactions: (ctx, next) => interactionErrors(ctx, () => interactionRoutes(ctx, next)),
     introspection: apiKeyIntrospection(createApiKeyStore(db.knex), { fullAccessScopes: apiScopes }),
   }));
@@ -113,13 +134,14 @@ type Layer = (ctx: KoaContextWithOIDC, next: Next) => Promise<unknown>;
  * What Latchkey adds to oidc-provider, each part on the paths it concerns, as one layer: a token
  * request meets one function of ours on its way to the library, not one per addition.
  */
-function additions(parts: { metadata: Layer; interactions: Layer; introspection: Layer }): Layer {
+function additions(parts: { metadata: Layer; tokens: Layer; interactions: Layer; introspection: Layer }): Layer {
   const metadata = new Set<string>(metadataPaths);
   return (ctx, next) => {
     const { path } = ctx;
     // Discovery and the JWKS, serialised once (metadata-cache.ts), before anything else runs.
     if (metadata.has(path)) return parts.metadata(ctx, next);
-    if (path === routes.token || path === routes.revocation) return tokenEndpointBodies(ctx, next);
+    if (path === routes.token) return parts.tokens(ctx, () => tokenEndpointBodies(ctx, next));
+    if (path === routes.revocation) return tokenEndpointBodies(ctx, next);
     if (path === routes.introspection) return tokenEndpointBodies(ctx, () => parts.introspection(ctx, next));
     // Login and consent, with their errors rendered as a page.
     if (path.startsWith('/interaction/')) return parts.interactions(ctx, next);

@@ -3,15 +3,25 @@ import type { Knex } from 'knex';
 export interface PgResult {
   rows: unknown[];
   rowCount: number | null;
+  /** The command tag PostgreSQL answered with: `ROLLBACK` for a COMMIT of a failed transaction. */
+  command?: string;
 }
 
 // The part of a `pg` client used here.
 interface PgConnection {
-  query(config: { name: string; text: string; values: unknown[] }): Promise<PgResult>;
+  query(config: { name: string; text: string; values: unknown[] } | string): Promise<PgResult>;
+}
+
+interface PooledClient {
+  config: { pool?: { max?: number } };
+  acquireConnection(): Promise<PgConnection>;
+  releaseConnection(c: PgConnection): Promise<unknown>;
 }
 
 /** Whether this Knex handle talks to PostgreSQL through `pg`. */
 export const isPg = (knex: Knex): boolean => (knex.client as { driverName?: string }).driverName === 'pg';
+
+const poolOf = (knex: Knex) => knex.client as PooledClient;
 
 /**
  * Runs `text` as the named statement `name` on a connection from Knex's pool (so the pool's size,
@@ -22,7 +32,7 @@ export const isPg = (knex: Knex): boolean => (knex.client as { driverName?: stri
  * A name must always stand for the same text.
  */
 export function pgStatements(knex: Knex): (name: string, text: string, values: unknown[]) => Promise<PgResult> {
-  const client = knex.client as { acquireConnection(): Promise<PgConnection>; releaseConnection(c: PgConnection): Promise<unknown> };
+  const client = poolOf(knex);
   return async (name, text, values) => {
     const connection = await client.acquireConnection();
     try {
@@ -30,5 +40,66 @@ export function pgStatements(knex: Knex): (name: string, text: string, values: u
     } finally {
       await client.releaseConnection(connection);
     }
+  };
+}
+
+/** A transaction on one connection of Knex's pool, running named statements like pgStatements. */
+export interface PgTransaction {
+  run(name: string, text: string, values: unknown[]): Promise<PgResult>;
+  /** COMMIT, or ROLLBACK when `commit` is false, and hand the connection back to the pool. */
+  end(commit: boolean): Promise<void>;
+}
+
+/**
+ * How many transactions of beginPgTransaction may be open at once on a pool: all but one of its
+ * connections, so a request that holds one and needs another query outside it (an account, a
+ * client) always gets a connection in the end instead of waiting for the pool forever.
+ */
+const openTransactions = new WeakMap<Knex, { open: number; waiting: (() => void)[] }>();
+
+export async function beginPgTransaction(knex: Knex): Promise<PgTransaction> {
+  const client = poolOf(knex);
+  const limit = Math.max(1, (client.config.pool?.max ?? 10) - 1);
+  let slots = openTransactions.get(knex);
+  if (!slots) openTransactions.set(knex, (slots = { open: 0, waiting: [] }));
+  const held = slots;
+  if (held.open >= limit) await new Promise<void>((resolve) => held.waiting.push(resolve));
+  else held.open += 1;
+  // The slot passes straight to the next waiter, or is given back.
+  const releaseSlot = () => {
+    const next = held.waiting.shift();
+    if (next) next();
+    else held.open -= 1;
+  };
+  let connection: PgConnection;
+  try {
+    connection = await client.acquireConnection();
+  } catch (err) {
+    releaseSlot();
+    throw err;
+  }
+  let ended = false;
+  const finish = async (sql: 'COMMIT' | 'ROLLBACK') => {
+    if (ended) return;
+    ended = true;
+    try {
+      const result = await connection.query(sql);
+      // PostgreSQL answers the COMMIT of a transaction in which a statement failed by rolling it back.
+      if (result.command !== sql) throw new Error(`the transaction was rolled back, not committed`);
+    } finally {
+      await client.releaseConnection(connection);
+      releaseSlot();
+    }
+  };
+  try {
+    await connection.query('BEGIN');
+  } catch (err) {
+    await client.releaseConnection(connection);
+    releaseSlot();
+    throw err;
+  }
+  return {
+    run: (name, text, values) => connection.query({ name, text, values }),
+    end: (commit) => finish(commit ? 'COMMIT' : 'ROLLBACK'),
   };
 }

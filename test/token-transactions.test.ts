@@ -1,0 +1,147 @@
+import knexFactory from 'knex';
+import pg from 'pg';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { beginPgTransaction } from '../src/db/pg-statements.ts';
+import { authorize, tokenRequest } from './flows.ts';
+import { postgresAvailable, startAuthServer, tempPostgres, type TestAuthServer } from './harness.ts';
+
+// On PostgreSQL a redeemed code or refresh token and the tokens issued for it commit together,
+// before the response (adapters/payload-store.ts). Failures are made real with triggers in the
+// test's own database: one that refuses to store access tokens, and one that fails the commit.
+describe.skipIf(!(await postgresAvailable()))('redeeming a code or refresh token on PostgreSQL', () => {
+  const redirectUri = 'http://127.0.0.1:8787/callback';
+  let as: TestAuthServer;
+  let database: Awaited<ReturnType<typeof tempPostgres>>;
+  let sql: pg.Client;
+  let client: { client_id: string; client_secret?: string };
+  let user: { email: string; password: string };
+
+  beforeAll(async () => {
+    database = await tempPostgres();
+    as = await startAuthServer({ databaseUrl: database.url });
+    client = await as.createClient({ redirectUris: [redirectUri] });
+    user = await as.createUser();
+    sql = new pg.Client({ connectionString: database.url });
+    await sql.connect();
+    await sql.query(`CREATE FUNCTION refuse_access_tokens() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN RAISE EXCEPTION 'access tokens refused by the test'; END $$`);
+  });
+  afterEach(async () => {
+    await sql.query('DROP TRIGGER IF EXISTS refuse_now ON oidc_payloads');
+    await sql.query('DROP TRIGGER IF EXISTS refuse_at_commit ON oidc_payloads');
+  });
+  afterAll(async () => {
+    await sql?.end();
+    await as?.close();
+    await database?.cleanup();
+  });
+
+  const basic: [string, string] = ['', ''];
+  const code = async () => {
+    basic.splice(0, 2, client.client_id, client.client_secret!);
+    const { redirect } = await authorize({ issuer: as.url, clientId: client.client_id, redirectUri, scope: 'openid offline_access read', email: user.email, password: user.password });
+    return redirect.searchParams.get('code')!;
+  };
+  const redeem = (authorizationCode: string) => tokenRequest(as.url, { grant_type: 'authorization_code', code: authorizationCode, redirect_uri: redirectUri }, { basic });
+  const refresh = (refreshToken: unknown) => tokenRequest(as.url, { grant_type: 'refresh_token', refresh_token: String(refreshToken) }, { basic });
+  const signIn = async () => {
+    const tokens = await redeem(await code());
+    expect(tokens.status, JSON.stringify(tokens.body)).toBe(200);
+    return tokens.body;
+  };
+  const refuseAccessTokens = (when: 'now' | 'at commit') => sql.query(when === 'now'
+    ? `CREATE TRIGGER refuse_now BEFORE INSERT ON oidc_payloads FOR EACH ROW
+        WHEN (NEW.model = 'AccessToken') EXECUTE FUNCTION refuse_access_tokens()`
+    : `CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON oidc_payloads DEFERRABLE INITIALLY DEFERRED
+        FOR EACH ROW WHEN (NEW.model = 'AccessToken') EXECUTE FUNCTION refuse_access_tokens()`);
+
+  it('rotates a refresh token, and a second use of the old one revokes the grant, the new token included', async () => {
+    const first = await signIn();
+    const second = await refresh(first.refresh_token);
+    expect(second.status, JSON.stringify(second.body)).toBe(200);
+    expect(second.body.refresh_token).not.toBe(first.refresh_token);
+
+    const replayed = await refresh(first.refresh_token);
+    expect(replayed).toMatchObject({ status: 400, body: { error: 'invalid_grant' } });
+    expect(await refresh(second.body.refresh_token)).toMatchObject({ status: 400, body: { error: 'invalid_grant' } });
+  });
+
+  it('lets one of two simultaneous uses of a refresh token win, and then revokes the grant', async () => {
+    const first = await signIn();
+    const results = await Promise.all([refresh(first.refresh_token), refresh(first.refresh_token)]);
+    const winners = results.filter((r) => r.status === 200);
+    expect(winners).toHaveLength(1);
+    expect(results.find((r) => r.status !== 200)).toMatchObject({ status: 400, body: { error: 'invalid_grant' } });
+    // The loser found the token used and revoked the grant once the winner had committed.
+    expect(await refresh(winners[0]!.body.refresh_token)).toMatchObject({ status: 400, body: { error: 'invalid_grant' } });
+  });
+
+  it('keeps the refresh token usable when its successor could not be stored', async () => {
+    const first = await signIn();
+    await refuseAccessTokens('now');
+    const failed = await refresh(first.refresh_token);
+    expect(failed.status).toBe(500);
+    expect(failed.body.access_token).toBeUndefined();
+
+    await sql.query('DROP TRIGGER refuse_now ON oidc_payloads');
+    const retried = await refresh(first.refresh_token);
+    expect(retried.status, JSON.stringify(retried.body)).toBe(200);
+    expect(typeof retried.body.access_token).toBe('string');
+  });
+
+  it('keeps an authorization code redeemable when its tokens could not be stored', async () => {
+    const authorizationCode = await code();
+    await refuseAccessTokens('now');
+    expect((await redeem(authorizationCode)).status).toBe(500);
+
+    await sql.query('DROP TRIGGER refuse_now ON oidc_payloads');
+    const retried = await redeem(authorizationCode);
+    expect(retried.status, JSON.stringify(retried.body)).toBe(200);
+    expect(typeof retried.body.refresh_token).toBe('string');
+  });
+
+  it('answers with a server error, not tokens, when the commit fails, and stores none of it', async () => {
+    const first = await signIn();
+    await refuseAccessTokens('at commit');
+    const failed = await refresh(first.refresh_token);
+    expect(failed).toEqual({ status: 500, body: { error: 'server_error', error_description: 'the tokens could not be stored; try again' } });
+    expect(as.logs.some((line) => line.includes('token request not stored') && line.includes('access tokens refused by the test'))).toBe(true);
+    const { rows } = await sql.query(`SELECT count(*)::int AS n FROM oidc_payloads WHERE model = 'RefreshToken' AND consumed_at IS NOT NULL`);
+
+    await sql.query('DROP TRIGGER refuse_at_commit ON oidc_payloads');
+    const retried = await refresh(first.refresh_token);
+    expect(retried.status, JSON.stringify(retried.body)).toBe(200);
+    const after = await sql.query(`SELECT count(*)::int AS n FROM oidc_payloads WHERE model = 'RefreshToken' AND consumed_at IS NOT NULL`);
+    expect(after.rows[0].n).toBe(rows[0].n + 1);
+  });
+
+  it('issues client_credentials tokens, which redeem nothing, as before', async () => {
+    const service = await as.createClient({ redirectUris: [], grantTypes: ['client_credentials'], scope: 'read' });
+    const issued = await tokenRequest(as.url, { grant_type: 'client_credentials', scope: 'read' }, { basic: [service.client_id, service.client_secret!] });
+    expect(issued.status, JSON.stringify(issued.body)).toBe(200);
+  });
+});
+
+describe.skipIf(!(await postgresAvailable()))('transactions held by requests, on a pool of two connections', () => {
+  it('leave one connection for other queries: a second transaction waits for a slot, not for the pool', async () => {
+    const database = await tempPostgres();
+    const knex = knexFactory({ client: 'pg', connection: database.url, pool: { min: 0, max: 2, acquireTimeoutMillis: 2000 } });
+    try {
+      const first = await beginPgTransaction(knex);
+      let secondOpened = false;
+      const second = beginPgTransaction(knex).then((t) => {
+        secondOpened = true;
+        return t;
+      });
+      // The holder of the slot can still read outside its transaction, as a request may.
+      expect((await knex.raw('SELECT 1 AS one')).rows[0].one).toBe(1);
+      expect(secondOpened).toBe(false);
+      await first.end(true);
+      await (await second).end(false);
+      expect(secondOpened).toBe(true);
+    } finally {
+      await knex.destroy();
+      await database.cleanup();
+    }
+  });
+});
