@@ -1,5 +1,5 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Knex } from 'knex';
-import Provider from 'oidc-provider';
 import { beginPgTransaction, pgStatements, type PgTransaction } from '../src/db/pg-statements.ts';
 import { writeGateOf } from '../src/db/knex.ts';
 import { isBetterSqlite, sqliteStatements, type Statement } from '../src/db/sqlite-statements.ts';
@@ -44,13 +44,13 @@ export interface PayloadStore {
   /** Whether `find` hands out the same row object for as long as the row is unchanged (a row cache). */
   readonly sharesRows: boolean;
   /**
-   * Runs `respond`, one request (`request`: its Koa context). Where the database allows it
+   * Runs `respond`, one request. Where the database allows it
    * (PostgreSQL), a redemption in it (consume) and every write of the request after it commit
    * together, after `respond` and before the response is sent, or roll back when `keep()` says no:
    * a rotated refresh token and its successor are stored together or not at all. Rejects with
    * WritesNotStored when that commit fails: what the response would have issued was not stored.
    */
-  redeemingIn(request: object, respond: () => Promise<unknown>, keep: () => boolean): Promise<void>;
+  redeemingIn(respond: () => Promise<unknown>, keep: () => boolean): Promise<void>;
 }
 
 /** What `redeemingIn` rejects with when the request's writes could not be committed. */
@@ -60,7 +60,7 @@ export class WritesNotStored extends Error {
   }
 }
 
-const withoutTransaction = async (_request: object, respond: () => Promise<unknown>): Promise<void> => {
+const withoutTransaction = async (respond: () => Promise<unknown>): Promise<void> => {
   await respond();
 };
 
@@ -96,11 +96,16 @@ function knexStore(knex: Knex): PayloadStore {
 
 // The same queries in PostgreSQL's placeholders, as named statements: each connection parses and
 // plans one once, then only binds and executes it.
-const PG_SQL = {
-  upsert: `INSERT INTO ${TABLE} (model, id, payload, grant_id, user_code, uid, expires_at, consumed_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, NULL)
+const COLUMNS = 7;
+/** An upsert of `n` rows in one statement: ($1..$7), ($8..$14), ... */
+const pgUpsert = (n: number) => `INSERT INTO ${TABLE} (model, id, payload, grant_id, user_code, uid, expires_at, consumed_at)
+    VALUES ${Array.from({ length: n }, (_, row) => `(${Array.from({ length: COLUMNS }, (_, c) => `$${row * COLUMNS + c + 1}`).join(', ')}, NULL)`).join(', ')}
     ON CONFLICT (model, id) DO UPDATE SET payload = excluded.payload, grant_id = excluded.grant_id,
-      user_code = excluded.user_code, uid = excluded.uid, expires_at = excluded.expires_at, consumed_at = NULL`,
+      user_code = excluded.user_code, uid = excluded.uid, expires_at = excluded.expires_at, consumed_at = NULL`;
+const upsertValues = (row: PayloadRow) => [row.model, row.id, row.payload, row.grant_id, row.user_code, row.uid, row.expires_at];
+
+const PG_SQL = {
+  upsert: pgUpsert(1),
   findById: `SELECT payload, consumed_at FROM ${TABLE} WHERE model = $1 AND id = $2`,
   findByUid: `SELECT payload, consumed_at FROM ${TABLE} WHERE model = $1 AND uid = $2 LIMIT 1`,
   findByUserCode: `SELECT payload, consumed_at FROM ${TABLE} WHERE model = $1 AND user_code = $2 LIMIT 1`,
@@ -112,38 +117,60 @@ const PG_SQL = {
 
 const FIND_BY: Record<LookupColumn, keyof typeof PG_SQL> = { id: 'findById', uid: 'findByUid', user_code: 'findByUserCode' };
 
+/** A request in `redeemingIn` on PostgreSQL: its transaction once it consumed, and the upserts it owes. */
+interface Redemption {
+  transaction?: Promise<PgTransaction>;
+  /** Upserts after the consume, by model and id: one statement before the request's next query or its COMMIT. */
+  upserts: Map<string, PayloadRow>;
+}
+
 /**
- * PostgreSQL: every call is one named statement (pgStatements), committed before it resolves;
- * inside a request run by `redeemingIn`, a consume opens a transaction (beginPgTransaction) on which
- * the request's later calls run, committed when the request has its response.
+ * PostgreSQL: every call is one named statement (pgStatements), committed before it resolves.
+ * Inside a request run by `redeemingIn`, a consume opens a transaction (beginPgTransaction) on which
+ * the request's later calls run, committed when the request has its response. Its upserts there (a
+ * rotation's new refresh token and access token) resolve at once and go to PostgreSQL together, as
+ * one statement, before anything else the request asks or before its COMMIT.
  *
- * Besides keeping a rotation whole, this saves commits: a refresh made three (consume, the new
- * refresh token, the access token), each waiting for PostgreSQL to flush its WAL to disk in turn.
+ * Besides keeping a rotation whole, this saves work: a refresh made three commits (the consume,
+ * the new refresh token, the access token), each waiting for PostgreSQL to flush its WAL to disk
+ * in turn; it now makes one, in four round trips (BEGIN, the consume, the upsert, COMMIT).
  */
 function postgresStore(knex: Knex): PayloadStore {
   const viaKnex = knexStore(knex);
   const statement = pgStatements(knex);
-  /** The requests running in `redeemingIn`, and the transaction each opened once it consumed. */
-  const requests = new WeakMap<object, { transaction?: Promise<PgTransaction> }>();
-  const current = () => {
-    const request = Provider.ctx;
-    return request && requests.get(request);
+  const requests = new AsyncLocalStorage<Redemption>();
+  const current = () => requests.getStore();
+  /** Queues the upserts a redemption owes on its connection, where queries run in the order queued. */
+  const sendUpserts = (redemption: Redemption, transaction: PgTransaction) => {
+    if (redemption.upserts.size === 0) return undefined;
+    const rows = [...redemption.upserts.values()];
+    redemption.upserts.clear();
+    return transaction.run(`latchkey_payload_upsert_${rows.length}`, pgUpsert(rows.length), rows.flatMap(upsertValues));
   };
   const run = (name: keyof typeof PG_SQL, values: unknown[]) => {
-    const transaction = current()?.transaction;
     const named = `latchkey_payload_${name}`;
-    return transaction ? transaction.then((t) => t.run(named, PG_SQL[name], values)) : statement(named, PG_SQL[name], values);
+    const redemption = current();
+    if (!redemption?.transaction) return statement(named, PG_SQL[name], values);
+    return redemption.transaction.then(async (t) => {
+      await sendUpserts(redemption, t);
+      return t.run(named, PG_SQL[name], values);
+    });
   };
   return {
     async upsert(row) {
-      await run('upsert', [row.model, row.id, row.payload, row.grant_id, row.user_code, row.uid, row.expires_at]);
+      const redemption = current();
+      if (!redemption?.transaction) return void (await run('upsert', upsertValues(row)));
+      const key = `${row.model}\0${row.id}`;
+      // The last upsert of a row wins, as it would have one statement after another.
+      redemption.upserts.delete(key);
+      redemption.upserts.set(key, row);
     },
     async find(model, column, value) {
       return (await run(FIND_BY[column], [model, value])).rows[0] as StoredPayload | undefined;
     },
     async consume(model, id, at) {
-      const request = current();
-      if (request && !request.transaction) request.transaction = beginPgTransaction(knex);
+      const redemption = current();
+      if (redemption && !redemption.transaction) redemption.transaction = beginPgTransaction(knex);
       return ((await run('consume', [at, model, id])).rowCount ?? 0) > 0;
     },
     async grantIdOf(model, id) {
@@ -158,27 +185,31 @@ function postgresStore(knex: Knex): PayloadStore {
     removeExpired: (now) => viaKnex.removeExpired(now),
     changeSignal: () => undefined,
     sharesRows: false,
-    async redeemingIn(request, respond, keep) {
-      const state: { transaction?: Promise<PgTransaction> } = {};
-      requests.set(request, state);
+    async redeemingIn(respond, keep) {
+      const redemption: Redemption = { upserts: new Map() };
       let responded = false;
       try {
-        await respond();
+        await requests.run(redemption, respond);
         responded = true;
       } finally {
-        requests.delete(request);
         // A transaction that failed to open failed its consume, and with it the request.
-        const transaction = await state.transaction?.catch(() => undefined);
+        const transaction = await redemption.transaction?.catch(() => undefined);
         // When `respond` threw, its error is the one to report, not a failed rollback's.
         if (transaction && !responded) await transaction.end(false).catch(() => {});
-        else if (transaction) {
-          await transaction.end(keep()).catch((err: unknown) => {
-            throw new WritesNotStored(err);
-          });
-        }
+        else if (transaction) await commitOrRollBack(redemption, transaction, keep());
       }
     },
   };
+
+  async function commitOrRollBack(redemption: Redemption, transaction: PgTransaction, commit: boolean) {
+    try {
+      if (commit) await sendUpserts(redemption, transaction);
+      await transaction.end(commit);
+    } catch (err) {
+      await transaction.end(false).catch(() => {});
+      throw new WritesNotStored(err);
+    }
+  }
 }
 
 const SQL = {

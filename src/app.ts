@@ -58,7 +58,7 @@ function pageErrors(logger: Logger) {
 function storedTogether(store: PayloadStore, logger: Logger): Layer {
   return async (ctx, next) => {
     try {
-      await store.redeemingIn(ctx, next, () => ctx.status < 500);
+      await store.redeemingIn(next, () => ctx.status < 500);
     } catch (err) {
       if (!(err instanceof WritesNotStored)) throw err;
       logger.error('token request not stored', { error: err.message });

@@ -1,6 +1,9 @@
 import knexFactory from 'knex';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { KnexAdapter } from '../adapters/knex-adapter.ts';
+import { payloadStoreFor } from '../adapters/payload-store.ts';
+import { migrate, openDatabase } from '../src/db/knex.ts';
 import { beginPgTransaction } from '../src/db/pg-statements.ts';
 import { authorize, tokenRequest } from './flows.ts';
 import { postgresAvailable, startAuthServer, tempPostgres, type TestAuthServer } from './harness.ts';
@@ -119,6 +122,49 @@ describe.skipIf(!(await postgresAvailable()))('redeeming a code or refresh token
     const service = await as.createClient({ redirectUris: [], grantTypes: ['client_credentials'], scope: 'read' });
     const issued = await tokenRequest(as.url, { grant_type: 'client_credentials', scope: 'read' }, { basic: [service.client_id, service.client_secret!] });
     expect(issued.status, JSON.stringify(issued.body)).toBe(200);
+  });
+});
+
+describe.skipIf(!(await postgresAvailable()))('the PostgreSQL store inside one redemption', () => {
+  const id = () => Math.random().toString(36).slice(2);
+
+  it('lets the request read what it wrote, stores nothing before the commit, and nothing when told not to keep it', async () => {
+    const database = await tempPostgres();
+    const db = openDatabase(database.url);
+    const outside = new pg.Client({ connectionString: database.url });
+    try {
+      await migrate(db);
+      await outside.connect();
+      const store = payloadStoreFor(db.knex);
+      const refreshTokens = new KnexAdapter(db.knex, 'RefreshToken');
+      const accessTokens = new KnexAdapter(db.knex, 'AccessToken');
+      const stored = async (model: string, key: string) => (await outside.query('SELECT consumed_at FROM oidc_payloads WHERE model = $1 AND id = $2', [model, key])).rows[0];
+
+      const [kept, keptAccess] = [id(), id()];
+      await refreshTokens.upsert(kept, { grantId: 'g1' }, 60);
+      await store.redeemingIn(async () => {
+        await refreshTokens.consume(kept);
+        await accessTokens.upsert(keptAccess, { grantId: 'g1', scope: 'read' }, 60);
+        expect(await accessTokens.find(keptAccess)).toMatchObject({ scope: 'read' });
+        expect(await stored('AccessToken', keptAccess)).toBeUndefined();
+        expect(await stored('RefreshToken', kept)).toEqual({ consumed_at: null });
+      }, () => true);
+      expect(await stored('AccessToken', keptAccess)).toBeDefined();
+      expect((await stored('RefreshToken', kept)).consumed_at).not.toBeNull();
+
+      const [dropped, droppedAccess] = [id(), id()];
+      await refreshTokens.upsert(dropped, { grantId: 'g2' }, 60);
+      await store.redeemingIn(async () => {
+        await refreshTokens.consume(dropped);
+        await accessTokens.upsert(droppedAccess, { grantId: 'g2' }, 60);
+      }, () => false);
+      expect(await stored('AccessToken', droppedAccess)).toBeUndefined();
+      expect(await stored('RefreshToken', dropped)).toEqual({ consumed_at: null });
+    } finally {
+      await outside.end();
+      await db.close();
+      await database.cleanup();
+    }
   });
 });
 
