@@ -120,6 +120,8 @@ const FIND_BY: Record<LookupColumn, keyof typeof PG_SQL> = { id: 'findById', uid
 /** A request in `redeemingIn` on PostgreSQL: its transaction once it consumed, and the upserts it owes. */
 interface Redemption {
   transaction?: Promise<PgTransaction>;
+  /** Set once the request has its response: anything it started that writes later writes on its own. */
+  over?: true;
   /** Upserts after the consume, by model and id: one statement before the request's next query or its COMMIT. */
   upserts: Map<string, PayloadRow>;
 }
@@ -139,7 +141,10 @@ function postgresStore(knex: Knex): PayloadStore {
   const viaKnex = knexStore(knex);
   const statement = pgStatements(knex);
   const requests = new AsyncLocalStorage<Redemption>();
-  const current = () => requests.getStore();
+  const current = () => {
+    const redemption = requests.getStore();
+    return redemption?.over ? undefined : redemption;
+  };
   /** Queues the upserts a redemption owes on its connection, where queries run in the order queued. */
   const sendUpserts = (redemption: Redemption, transaction: PgTransaction) => {
     if (redemption.upserts.size === 0) return undefined;
@@ -192,6 +197,7 @@ function postgresStore(knex: Knex): PayloadStore {
         await requests.run(redemption, respond);
         responded = true;
       } finally {
+        redemption.over = true;
         // A transaction that failed to open failed its consume, and with it the request.
         const transaction = await redemption.transaction?.catch(() => undefined);
         // When `respond` threw, its error is the one to report, not a failed rollback's.

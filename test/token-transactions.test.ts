@@ -160,6 +160,18 @@ describe.skipIf(!(await postgresAvailable()))('the PostgreSQL store inside one r
       }, () => false);
       expect(await stored('AccessToken', droppedAccess)).toBeUndefined();
       expect(await stored('RefreshToken', dropped)).toEqual({ consumed_at: null });
+
+      // Work the request started that writes after its response writes on its own, committed.
+      const [early, late] = [id(), id()];
+      await refreshTokens.upsert(early, { grantId: 'g3' }, 60);
+      let lateWrite: Promise<void> | undefined;
+      await store.redeemingIn(async () => {
+        await refreshTokens.consume(early);
+        setTimeout(() => (lateWrite = accessTokens.upsert(late, { grantId: 'g3' }, 60)), 20);
+      }, () => true);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      await lateWrite;
+      expect(await stored('AccessToken', late)).toBeDefined();
     } finally {
       await outside.end();
       await db.close();

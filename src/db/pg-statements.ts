@@ -50,13 +50,15 @@ export interface PgTransaction {
   end(commit: boolean): Promise<void>;
 }
 
-/**
- * How many transactions of beginPgTransaction may be open at once on a pool: all but one of its
- * connections, so a request that holds one and needs another query outside it (an account, a
- * client) always gets a connection in the end instead of waiting for the pool forever.
- */
+/** Per pool: how many transactions of beginPgTransaction are open, and who waits for a slot. */
 const openTransactions = new WeakMap<Knex, { open: number; waiting: (() => void)[] }>();
 
+/**
+ * Opens a transaction on a connection of Knex's pool. At most all but one of the pool's connections
+ * hold such a transaction at once (later callers wait for a slot, holding no connection), so a
+ * request that holds one and needs a query outside it (an account, a client) always gets a
+ * connection in the end instead of waiting for the pool forever.
+ */
 export async function beginPgTransaction(knex: Knex): Promise<PgTransaction> {
   const client = poolOf(knex);
   const limit = Math.max(1, (client.config.pool?.max ?? 10) - 1);
@@ -78,28 +80,32 @@ export async function beginPgTransaction(knex: Knex): Promise<PgTransaction> {
     releaseSlot();
     throw err;
   }
-  let ended = false;
-  const finish = async (sql: 'COMMIT' | 'ROLLBACK') => {
-    if (ended) return;
-    ended = true;
-    try {
-      const result = await connection.query(sql);
-      // PostgreSQL answers the COMMIT of a transaction in which a statement failed by rolling it back.
-      if (result.command !== sql) throw new Error(`the transaction was rolled back, not committed`);
-    } finally {
-      await client.releaseConnection(connection);
-      releaseSlot();
-    }
+  const giveBack = async () => {
+    await client.releaseConnection(connection);
+    releaseSlot();
   };
   try {
     await connection.query('BEGIN');
   } catch (err) {
-    await client.releaseConnection(connection);
-    releaseSlot();
+    await giveBack();
     throw err;
   }
+  let ended = false;
   return {
-    run: (name, text, values) => connection.query({ name, text, values }),
-    end: (commit) => finish(commit ? 'COMMIT' : 'ROLLBACK'),
+    run: (name, text, values) => (ended
+      ? Promise.reject(new Error('the transaction has ended'))
+      : connection.query({ name, text, values })),
+    async end(commit) {
+      if (ended) return;
+      ended = true;
+      const sql = commit ? 'COMMIT' : 'ROLLBACK';
+      try {
+        const result = await connection.query(sql);
+        // PostgreSQL answers the COMMIT of a transaction in which a statement failed by rolling it back.
+        if (result.command !== sql) throw new Error('the transaction was rolled back, not committed');
+      } finally {
+        await giveBack();
+      }
+    },
   };
 }
