@@ -44,13 +44,17 @@ export interface PayloadStore {
   /** Whether `find` hands out the same row object for as long as the row is unchanged (a row cache). */
   readonly sharesRows: boolean;
   /**
-   * Runs `respond`, one request. Where the database allows it
-   * (PostgreSQL), a redemption in it (consume) and every write of the request after it commit
-   * together, after `respond` and before the response is sent, or roll back when `keep()` says no:
-   * a rotated refresh token and its successor are stored together or not at all. Rejects with
+   * Runs `respond`, one request. A code or refresh token it redeems (consume) is given back when
+   * the request does not succeed (`succeeded()` false after `respond`, or `respond` threw): a
+   * refresh with a bad parameter found only after the rotation leaves the token usable. A
+   * redemption that failed because the token was already used is kept, with the grant it revoked.
+   *
+   * PostgreSQL: the redemption and every write of the request after it are one transaction,
+   * committed after `respond` and before the response is sent, or rolled back. Rejects with
    * WritesNotStored when that commit fails: what the response would have issued was not stored.
+   * SQLite: writes commit per turn of the event loop; giving back clears the consumed mark again.
    */
-  redeemingIn(respond: () => Promise<unknown>, keep: () => boolean): Promise<void>;
+  redeemingIn(respond: () => Promise<unknown>, succeeded: () => boolean): Promise<void>;
 }
 
 /** What `redeemingIn` rejects with when the request's writes could not be committed. */
@@ -59,10 +63,6 @@ export class WritesNotStored extends Error {
     super(`the request's writes were not stored: ${(cause as Error).message}`, { cause });
   }
 }
-
-const withoutTransaction = async (respond: () => Promise<unknown>): Promise<void> => {
-  await respond();
-};
 
 /** Parameterised Knex queries: SQLite while its connection is not free for us, and the cleanup pass. */
 function knexStore(knex: Knex): PayloadStore {
@@ -90,7 +90,10 @@ function knexStore(knex: Knex): PayloadStore {
     removeExpired: (now) => knex(TABLE).where('expires_at', '<', now).delete(),
     changeSignal: () => undefined,
     sharesRows: false,
-    redeemingIn: withoutTransaction,
+    // Used only where no request runs (the cleanup pass, and SQLite's fallback for single calls).
+    redeemingIn: async (respond) => {
+      await respond();
+    },
   };
 }
 
@@ -120,6 +123,8 @@ const FIND_BY: Record<LookupColumn, keyof typeof PG_SQL> = { id: 'findById', uid
 /** A request in `redeemingIn` on PostgreSQL: its transaction once it consumed, and the upserts it owes. */
 interface Redemption {
   transaction?: Promise<PgTransaction>;
+  /** Whether the consume changed its row (a code or token redeemed, not found already used). */
+  redeemed?: boolean;
   /** Set once the request has its response: anything it started that writes later writes on its own. */
   over?: true;
   /** Upserts after the consume, by model and id: one statement before the request's next query or its COMMIT. */
@@ -176,7 +181,9 @@ function postgresStore(knex: Knex): PayloadStore {
     async consume(model, id, at) {
       const redemption = current();
       if (redemption && !redemption.transaction) redemption.transaction = beginPgTransaction(knex);
-      return ((await run('consume', [at, model, id])).rowCount ?? 0) > 0;
+      const changed = ((await run('consume', [at, model, id])).rowCount ?? 0) > 0;
+      if (redemption && changed) redemption.redeemed = true;
+      return changed;
     },
     async grantIdOf(model, id) {
       return ((await run('grantIdOf', [model, id])).rows[0] as { grant_id: string | null } | undefined)?.grant_id ?? null;
@@ -190,7 +197,7 @@ function postgresStore(knex: Knex): PayloadStore {
     removeExpired: (now) => viaKnex.removeExpired(now),
     changeSignal: () => undefined,
     sharesRows: false,
-    async redeemingIn(respond, keep) {
+    async redeemingIn(respond, succeeded) {
       const redemption: Redemption = { upserts: new Map() };
       let responded = false;
       try {
@@ -202,7 +209,7 @@ function postgresStore(knex: Knex): PayloadStore {
         const transaction = await redemption.transaction?.catch(() => undefined);
         // When `respond` threw, its error is the one to report, not a failed rollback's.
         if (transaction && !responded) await transaction.end(false).catch(() => {});
-        else if (transaction) await commitOrRollBack(redemption, transaction, keep());
+        else if (transaction) await commitOrRollBack(redemption, transaction, !redemption.redeemed || succeeded());
       }
     },
   };
@@ -227,6 +234,8 @@ const SQL = {
   findByUid: `SELECT payload, consumed_at FROM ${TABLE} WHERE model = ? AND uid = ? LIMIT 1`,
   findByUserCode: `SELECT payload, consumed_at FROM ${TABLE} WHERE model = ? AND user_code = ? LIMIT 1`,
   consume: `UPDATE ${TABLE} SET consumed_at = ? WHERE model = ? AND id = ? AND consumed_at IS NULL`,
+  // Only the mark this process set: a row consumed again since, or revoked, stays as it is.
+  giveBack: `UPDATE ${TABLE} SET consumed_at = NULL WHERE model = ? AND id = ? AND consumed_at = ?`,
   grantIdOf: `SELECT grant_id FROM ${TABLE} WHERE model = ? AND id = ?`,
   destroy: `DELETE FROM ${TABLE} WHERE model = ? AND id = ?`,
   revokeByGrantId: `DELETE FROM ${TABLE} WHERE grant_id = ? OR (model = 'Grant' AND id = ?)`,
@@ -241,6 +250,7 @@ const SQL = {
 type Write =
   | { kind: 'upsert'; row: PayloadRow }
   | { kind: 'consume'; model: string; id: string; at: number }
+  | { kind: 'giveBack'; model: string; id: string; at: number }
   | { kind: 'destroy'; model: string; id: string }
   | { kind: 'revoke'; grantId: string };
 
@@ -285,6 +295,8 @@ function sqliteStore(knex: Knex): PayloadStore {
         return prepare('upsert').run(w.row.model, w.row.id, w.row.payload, w.row.grant_id, w.row.user_code, w.row.uid, w.row.expires_at).changes > 0;
       case 'consume':
         return prepare('consume').run(w.at, w.model, w.id).changes > 0;
+      case 'giveBack':
+        return prepare('giveBack').run(w.model, w.id, w.at).changes > 0;
       case 'destroy':
         return prepare('destroy').run(w.model, w.id).changes > 0;
       case 'revoke':
@@ -299,6 +311,8 @@ function sqliteStore(knex: Knex): PayloadStore {
         return true;
       case 'consume':
         return viaKnex.consume(w.model, w.id, w.at);
+      case 'giveBack':
+        return (await knex(TABLE).where({ model: w.model, id: w.id, consumed_at: w.at }).update({ consumed_at: null })) > 0;
       case 'destroy':
         await viaKnex.destroy(w.model, w.id);
         return true;
@@ -316,6 +330,7 @@ function sqliteStore(knex: Knex): PayloadStore {
         rows.written(w.row.model, w.row.id);
         break;
       case 'consume':
+      case 'giveBack':
       case 'destroy':
         rows.written(w.model, w.id);
         break;
@@ -408,6 +423,7 @@ function sqliteStore(knex: Knex): PayloadStore {
   knex.on('query', writesPayloads);
   knex.on('query-response', (_response: unknown, query: { sql?: unknown }) => writesPayloads(query));
 
+  const redemptions = new AsyncLocalStorage<{ redeemed?: Write }>();
   const write = (w: Write) => new Promise<boolean>((resolve, reject) => {
     queue.push({ write: w, resolve, reject });
     // setImmediate runs after this turn's I/O: every request parsed in this turn joins the batch.
@@ -432,7 +448,12 @@ function sqliteStore(knex: Knex): PayloadStore {
       if (row === undefined || !READ_ONCE.has(model)) rows.set(model, value, row ?? null, current);
       return row;
     },
-    consume: (model, id, at) => write({ kind: 'consume', model, id, at }),
+    async consume(model, id, at) {
+      const redemption = redemptions.getStore();
+      const changed = await write({ kind: 'consume', model, id, at });
+      if (redemption && changed) redemption.redeemed = { kind: 'giveBack', model, id, at };
+      return changed;
+    },
     async grantIdOf(model, id) {
       const s = statement('grantIdOf');
       if (!s) return viaKnex.grantIdOf(model, id);
@@ -448,8 +469,16 @@ function sqliteStore(knex: Knex): PayloadStore {
     removeExpired: (now) => viaKnex.removeExpired(now),
     changeSignal: () => changes,
     sharesRows: true,
-    // Writes commit per turn of the event loop, each request's in the order it made them.
-    redeemingIn: withoutTransaction,
+    async redeemingIn(respond, succeeded) {
+      const redemption: { redeemed?: Write } = {};
+      let responded = false;
+      try {
+        await redemptions.run(redemption, respond);
+        responded = true;
+      } finally {
+        if (redemption.redeemed && !(responded && succeeded())) await write(redemption.redeemed);
+      }
+    },
   };
 }
 

@@ -51,14 +51,15 @@ function pageErrors(logger: Logger) {
 }
 
 /**
- * The token endpoint: a redeemed code or refresh token and the tokens issued for it are stored
- * together (payload-store.ts), kept unless the library answered with a server error. If they could
- * not be stored, the client gets a server error instead of tokens that would not work.
+ * The token endpoint: a code or refresh token redeemed by a request that then fails (a bad
+ * `resource` or `scope` is found only after a refresh token is rotated) is given back, and on
+ * PostgreSQL it is stored together with the tokens issued for it (payload-store.ts). If those
+ * could not be stored, the client gets a server error instead of tokens that would not work.
  */
 function storedTogether(store: PayloadStore, logger: Logger): Layer {
   return async (ctx, next) => {
     try {
-      await store.redeemingIn(next, () => ctx.status < 500);
+      await store.redeemingIn(next, () => ctx.status < 400);
     } catch (err) {
       if (!(err instanceof WritesNotStored)) throw err;
       logger.error('token request not stored', { error: err.message });

@@ -203,3 +203,63 @@ describe.skipIf(!(await postgresAvailable()))('transactions held by requests, on
     }
   });
 });
+
+const backends = [
+  { name: 'SQLite', available: true, database: async () => ({ url: undefined, cleanup: async () => {} }) },
+  { name: 'PostgreSQL', available: await postgresAvailable(), database: async () => tempPostgres() },
+];
+
+for (const backend of backends) {
+  // oidc-provider rotates a refresh token before it resolves the requested resource: a request
+  // refused after that must not cost the client its token, nor revoke its grant when it retries.
+  describe.skipIf(!backend.available)(`a token request refused after its redemption, on ${backend.name}`, () => {
+    const redirectUri = 'http://127.0.0.1:8787/callback';
+    let as: TestAuthServer;
+    let cleanup: () => Promise<void>;
+    let basic: [string, string];
+    let user: { email: string; password: string };
+    let clientId: string;
+
+    beforeAll(async () => {
+      const database = await backend.database();
+      cleanup = database.cleanup;
+      as = await startAuthServer({ databaseUrl: database.url });
+      const client = await as.createClient({ redirectUris: [redirectUri] });
+      clientId = client.client_id;
+      basic = [client.client_id, client.client_secret!];
+      user = await as.createUser();
+    });
+    afterAll(async () => {
+      await as?.close({ removeDatabase: true });
+      await cleanup?.();
+    });
+
+    const code = async () => {
+      const { redirect } = await authorize({ issuer: as.url, clientId, redirectUri, scope: 'openid offline_access read', email: user.email, password: user.password });
+      return redirect.searchParams.get('code')!;
+    };
+    const refresh = (refreshToken: unknown, extra: Record<string, string> = {}) => tokenRequest(as.url, { grant_type: 'refresh_token', refresh_token: String(refreshToken), ...extra }, { basic });
+
+    it('leaves the refresh token usable after an unknown resource, and still detects a reused one', async () => {
+      const issued = await tokenRequest(as.url, { grant_type: 'authorization_code', code: await code(), redirect_uri: redirectUri }, { basic });
+      expect(issued.status, JSON.stringify(issued.body)).toBe(200);
+
+      const refused = await refresh(issued.body.refresh_token, { resource: 'https://unknown.example/' });
+      expect(refused).toMatchObject({ status: 400, body: { error: 'invalid_target' } });
+      const retried = await refresh(issued.body.refresh_token);
+      expect(retried.status, JSON.stringify(retried.body)).toBe(200);
+
+      // The token given back was then used once: presenting it again is reuse, and revokes the grant.
+      expect(await refresh(issued.body.refresh_token)).toMatchObject({ status: 400, body: { error: 'invalid_grant' } });
+      expect(await refresh(retried.body.refresh_token)).toMatchObject({ status: 400, body: { error: 'invalid_grant' } });
+    });
+
+    it('leaves an authorization code redeemable after an unknown resource', async () => {
+      const authorizationCode = await code();
+      const refused = await tokenRequest(as.url, { grant_type: 'authorization_code', code: authorizationCode, redirect_uri: redirectUri, resource: 'https://unknown.example/' }, { basic });
+      expect(refused).toMatchObject({ status: 400, body: { error: 'invalid_target' } });
+      const retried = await tokenRequest(as.url, { grant_type: 'authorization_code', code: authorizationCode, redirect_uri: redirectUri }, { basic });
+      expect(retried.status, JSON.stringify(retried.body)).toBe(200);
+    });
+  });
+}
