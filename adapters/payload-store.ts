@@ -90,7 +90,7 @@ function knexStore(knex: Knex): PayloadStore {
     removeExpired: (now) => knex(TABLE).where('expires_at', '<', now).delete(),
     changeSignal: () => undefined,
     sharesRows: false,
-    // Used only where no request runs (the cleanup pass, and SQLite's fallback for single calls).
+    // Never called: the stores built on this one (SQLite, PostgreSQL) run requests themselves.
     redeemingIn: async (respond) => {
       await respond();
     },
@@ -476,7 +476,8 @@ function sqliteStore(knex: Knex): PayloadStore {
         await redemptions.run(redemption, respond);
         responded = true;
       } finally {
-        if (redemption.redeemed && !(responded && succeeded())) await write(redemption.redeemed);
+        // Should giving back fail too, the token stays used: the request's own answer stands.
+        if (redemption.redeemed && !(responded && succeeded())) await write(redemption.redeemed).catch(() => {});
       }
     },
   };
