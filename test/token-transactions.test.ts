@@ -17,12 +17,14 @@ describe.skipIf(!(await postgresAvailable()))('redeeming a code or refresh token
   let database: Awaited<ReturnType<typeof tempPostgres>>;
   let sql: pg.Client;
   let client: { client_id: string; client_secret?: string };
+  let basic: [string, string];
   let user: { email: string; password: string };
 
   beforeAll(async () => {
     database = await tempPostgres();
     as = await startAuthServer({ databaseUrl: database.url });
     client = await as.createClient({ redirectUris: [redirectUri] });
+    basic = [client.client_id, client.client_secret!];
     user = await as.createUser();
     sql = new pg.Client({ connectionString: database.url });
     await sql.connect();
@@ -39,9 +41,7 @@ describe.skipIf(!(await postgresAvailable()))('redeeming a code or refresh token
     await database?.cleanup();
   });
 
-  const basic: [string, string] = ['', ''];
   const code = async () => {
-    basic.splice(0, 2, client.client_id, client.client_secret!);
     const { redirect } = await authorize({ issuer: as.url, clientId: client.client_id, redirectUri, scope: 'openid offline_access read', email: user.email, password: user.password });
     return redirect.searchParams.get('code')!;
   };
