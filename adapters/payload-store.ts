@@ -1,5 +1,5 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Knex } from 'knex';
+import Provider from 'oidc-provider';
 import { beginPgTransaction, pgStatements, type PgTransaction } from '../src/db/pg-statements.ts';
 import { writeGateOf } from '../src/db/knex.ts';
 import { isBetterSqlite, sqliteStatements, type Statement } from '../src/db/sqlite-statements.ts';
@@ -44,7 +44,8 @@ export interface PayloadStore {
   /** Whether `find` hands out the same row object for as long as the row is unchanged (a row cache). */
   readonly sharesRows: boolean;
   /**
-   * Runs `respond`, one request. A code or refresh token it redeems (consume) is given back when
+   * Runs `respond`, one request: `request` is what `currentRequest` (see createPayloadStore) gives
+   * while it runs. A code or refresh token it redeems (consume) is given back when
    * the request does not succeed (`succeeded()` false after `respond`, or `respond` threw): a
    * refresh with a bad parameter found only after the rotation leaves the token usable. A
    * redemption that failed because the token was already used is kept, with the grant it revoked.
@@ -54,7 +55,7 @@ export interface PayloadStore {
    * WritesNotStored when that commit fails: what the response would have issued was not stored.
    * SQLite: writes commit per turn of the event loop; giving back clears the consumed mark again.
    */
-  redeemingIn(respond: () => Promise<unknown>, succeeded: () => boolean): Promise<void>;
+  redeemingIn(request: object, respond: () => Promise<unknown>, succeeded: () => boolean): Promise<void>;
 }
 
 /** What `redeemingIn` rejects with when the request's writes could not be committed. */
@@ -91,7 +92,7 @@ function knexStore(knex: Knex): PayloadStore {
     changeSignal: () => undefined,
     sharesRows: false,
     // Never called: the stores built on this one (SQLite, PostgreSQL) run requests themselves.
-    redeemingIn: async (respond) => {
+    redeemingIn: async (_request, respond) => {
       await respond();
     },
   };
@@ -125,8 +126,6 @@ interface Redemption {
   transaction?: Promise<PgTransaction>;
   /** Whether the consume changed its row (a code or token redeemed, not found already used). */
   redeemed?: boolean;
-  /** Set once the request has its response: anything it started that writes later writes on its own. */
-  over?: true;
   /** Upserts after the consume, by model and id: one statement before the request's next query or its COMMIT. */
   upserts: Map<string, PayloadRow>;
 }
@@ -142,13 +141,13 @@ interface Redemption {
  * the new refresh token, the access token), each waiting for PostgreSQL to flush its WAL to disk
  * in turn; it now makes one, in four round trips (BEGIN, the consume, the upsert, COMMIT).
  */
-function postgresStore(knex: Knex): PayloadStore {
+function postgresStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore {
   const viaKnex = knexStore(knex);
   const statement = pgStatements(knex);
-  const requests = new AsyncLocalStorage<Redemption>();
+  const redemptions = new WeakMap<object, Redemption>();
   const current = () => {
-    const redemption = requests.getStore();
-    return redemption?.over ? undefined : redemption;
+    const request = currentRequest();
+    return request && redemptions.get(request);
   };
   /** Queues the upserts a redemption owes on its connection, where queries run in the order queued. */
   const sendUpserts = (redemption: Redemption, transaction: PgTransaction) => {
@@ -197,14 +196,16 @@ function postgresStore(knex: Knex): PayloadStore {
     removeExpired: (now) => viaKnex.removeExpired(now),
     changeSignal: () => undefined,
     sharesRows: false,
-    async redeemingIn(respond, succeeded) {
+    async redeemingIn(request, respond, succeeded) {
       const redemption: Redemption = { upserts: new Map() };
+      redemptions.set(request, redemption);
       let responded = false;
       try {
-        await requests.run(redemption, respond);
+        await respond();
         responded = true;
       } finally {
-        redemption.over = true;
+        // The request has its response: anything it started that writes later writes on its own.
+        redemptions.delete(request);
         // A transaction that failed to open failed its consume, and with it the request.
         const transaction = await redemption.transaction?.catch(() => undefined);
         // When `respond` threw, its error is the one to report, not a failed rollback's.
@@ -279,7 +280,7 @@ interface Pending {
  * While a Knex transaction holds the connection (API-key usage, key rotation), a statement here
  * would join that transaction, so calls then go through Knex and wait for it like any query.
  */
-function sqliteStore(knex: Knex): PayloadStore {
+function sqliteStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore {
   const viaKnex = knexStore(knex);
   const sqlite = sqliteStatements(knex);
   const usable = () => sqlite.usable();
@@ -423,7 +424,7 @@ function sqliteStore(knex: Knex): PayloadStore {
   knex.on('query', writesPayloads);
   knex.on('query-response', (_response: unknown, query: { sql?: unknown }) => writesPayloads(query));
 
-  const redemptions = new AsyncLocalStorage<{ redeemed?: Write }>();
+  const redemptions = new WeakMap<object, { redeemed?: Write }>();
   const write = (w: Write) => new Promise<boolean>((resolve, reject) => {
     queue.push({ write: w, resolve, reject });
     // setImmediate runs after this turn's I/O: every request parsed in this turn joins the batch.
@@ -449,7 +450,8 @@ function sqliteStore(knex: Knex): PayloadStore {
       return row;
     },
     async consume(model, id, at) {
-      const redemption = redemptions.getStore();
+      const request = currentRequest();
+      const redemption = request && redemptions.get(request);
       const changed = await write({ kind: 'consume', model, id, at });
       if (redemption && changed) redemption.redeemed = { kind: 'giveBack', model, id, at };
       return changed;
@@ -469,13 +471,15 @@ function sqliteStore(knex: Knex): PayloadStore {
     removeExpired: (now) => viaKnex.removeExpired(now),
     changeSignal: () => changes,
     sharesRows: true,
-    async redeemingIn(respond, succeeded) {
+    async redeemingIn(request, respond, succeeded) {
       const redemption: { redeemed?: Write } = {};
+      redemptions.set(request, redemption);
       let responded = false;
       try {
-        await redemptions.run(redemption, respond);
+        await respond();
         responded = true;
       } finally {
+        redemptions.delete(request);
         // Should giving back fail too, the token stays used: the request's own answer stands.
         if (redemption.redeemed && !(responded && succeeded())) await write(redemption.redeemed).catch(() => {});
       }
@@ -492,14 +496,28 @@ function sqliteStore(knex: Knex): PayloadStore {
  */
 const READ_ONCE = new Set(['AuthorizationCode', 'RefreshToken']);
 
+/**
+ * The request being served where the store is called, as `redeemingIn` was given it; undefined
+ * outside any. The store's default is oidc-provider's own (`Provider.ctx`: the Koa context of the
+ * request whose handler called the adapter), read from the AsyncLocalStorage the library keeps
+ * anyway. On Node 20 every AsyncLocalStorage in use adds work to each promise the process makes
+ * (~55 ns each, measured here); a store of our own made every request pay that twice.
+ */
+export type CurrentRequest = () => object | undefined;
+
 const stores = new WeakMap<Knex, PayloadStore>();
 
 /** The store for a database handle, made once per handle so statements are prepared once. */
 export function payloadStoreFor(knex: Knex): PayloadStore {
   let store = stores.get(knex);
   if (!store) {
-    store = isBetterSqlite(knex) ? sqliteStore(knex) : postgresStore(knex);
+    store = createPayloadStore(knex, () => Provider.ctx);
     stores.set(knex, store);
   }
   return store;
+}
+
+/** A store of its own for `knex`, its requests told apart by `currentRequest`; payloadStoreFor shares one. */
+export function createPayloadStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore {
+  return isBetterSqlite(knex) ? sqliteStore(knex, currentRequest) : postgresStore(knex, currentRequest);
 }

@@ -59,7 +59,7 @@ function pageErrors(logger: Logger) {
 function storedTogether(store: PayloadStore, logger: Logger): Layer {
   return async (ctx, next) => {
     try {
-      await store.redeemingIn(next, () => ctx.status < 400);
+      await store.redeemingIn(ctx, next, () => ctx.status < 400);
     } catch (err) {
       if (!(err instanceof WritesNotStored)) throw err;
       logger.error('token request not stored', { error: err.message });

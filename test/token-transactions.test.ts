@@ -1,8 +1,8 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import knexFactory from 'knex';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { KnexAdapter } from '../adapters/knex-adapter.ts';
-import { payloadStoreFor } from '../adapters/payload-store.ts';
+import { createPayloadStore, type PayloadRow } from '../adapters/payload-store.ts';
 import { migrate, openDatabase } from '../src/db/knex.ts';
 import { beginPgTransaction } from '../src/db/pg-statements.ts';
 import { authorize, tokenRequest } from './flows.ts';
@@ -135,40 +135,46 @@ describe.skipIf(!(await postgresAvailable()))('the PostgreSQL store inside one r
     try {
       await migrate(db);
       await outside.connect();
-      const store = payloadStoreFor(db.knex);
-      const refreshTokens = new KnexAdapter(db.knex, 'RefreshToken');
-      const accessTokens = new KnexAdapter(db.knex, 'AccessToken');
+      // The request being served, as oidc-provider's Provider.ctx gives it to the shared store.
+      const serving = new AsyncLocalStorage<object>();
+      const store = createPayloadStore(db.knex, () => serving.getStore());
+      const within = (succeeded: boolean, respond: () => Promise<void>) => {
+        const request = {};
+        return serving.run(request, () => store.redeemingIn(request, respond, () => succeeded));
+      };
+      const row = (model: string, key: string, grantId: string): PayloadRow => ({ model, id: key, payload: JSON.stringify({ grantId }), grant_id: grantId, user_code: null, uid: null, expires_at: null });
+      const now = () => Math.floor(Date.now() / 1000);
       const stored = async (model: string, key: string) => (await outside.query('SELECT consumed_at FROM oidc_payloads WHERE model = $1 AND id = $2', [model, key])).rows[0];
 
       const [kept, keptAccess] = [id(), id()];
-      await refreshTokens.upsert(kept, { grantId: 'g1' }, 60);
-      await store.redeemingIn(async () => {
-        await refreshTokens.consume(kept);
-        await accessTokens.upsert(keptAccess, { grantId: 'g1', scope: 'read' }, 60);
-        expect(await accessTokens.find(keptAccess)).toMatchObject({ scope: 'read' });
+      await store.upsert(row('RefreshToken', kept, 'g1'));
+      await within(true, async () => {
+        expect(await store.consume('RefreshToken', kept, now())).toBe(true);
+        await store.upsert(row('AccessToken', keptAccess, 'g1'));
+        expect(await store.find('AccessToken', 'id', keptAccess)).toMatchObject({ consumed_at: null });
         expect(await stored('AccessToken', keptAccess)).toBeUndefined();
         expect(await stored('RefreshToken', kept)).toEqual({ consumed_at: null });
-      }, () => true);
+      });
       expect(await stored('AccessToken', keptAccess)).toBeDefined();
       expect((await stored('RefreshToken', kept)).consumed_at).not.toBeNull();
 
       const [dropped, droppedAccess] = [id(), id()];
-      await refreshTokens.upsert(dropped, { grantId: 'g2' }, 60);
-      await store.redeemingIn(async () => {
-        await refreshTokens.consume(dropped);
-        await accessTokens.upsert(droppedAccess, { grantId: 'g2' }, 60);
-      }, () => false);
+      await store.upsert(row('RefreshToken', dropped, 'g2'));
+      await within(false, async () => {
+        await store.consume('RefreshToken', dropped, now());
+        await store.upsert(row('AccessToken', droppedAccess, 'g2'));
+      });
       expect(await stored('AccessToken', droppedAccess)).toBeUndefined();
       expect(await stored('RefreshToken', dropped)).toEqual({ consumed_at: null });
 
       // Work the request started that writes after its response writes on its own, committed.
       const [early, late] = [id(), id()];
-      await refreshTokens.upsert(early, { grantId: 'g3' }, 60);
+      await store.upsert(row('RefreshToken', early, 'g3'));
       let lateWrite: Promise<void> | undefined;
-      await store.redeemingIn(async () => {
-        await refreshTokens.consume(early);
-        setTimeout(() => (lateWrite = accessTokens.upsert(late, { grantId: 'g3' }, 60)), 20);
-      }, () => true);
+      await within(true, async () => {
+        await store.consume('RefreshToken', early, now());
+        setTimeout(() => (lateWrite = store.upsert(row('AccessToken', late, 'g3'))), 20);
+      });
       await new Promise((resolve) => setTimeout(resolve, 50));
       await lateWrite;
       expect(await stored('AccessToken', late)).toBeDefined();
