@@ -7,7 +7,7 @@ import type { Database } from '../db/knex.ts';
 import { renderPage } from '../http/views.ts';
 import type { Logger } from '../logger.ts';
 import { findClientsByStoredObject } from './client-instances.ts';
-import { inlineSigningFeature, inlineSigningKeys } from './inline-signing.ts';
+import { externalSigningFeature, nodeSigningKeys } from './node-signing.ts';
 
 export const routes = {
   authorization: '/oauth/authorize',
@@ -120,7 +120,7 @@ export function createProvider({ config, db, users, jwks, cookieKeys, logger }: 
     claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'] },
     // Every scope a client may be registered with; API scopes are also granted per resource below.
     scopes: [...oidcScopes, ...apiScopes],
-    jwks: { keys: inlineSigningKeys(jwks.keys) },
+    jwks: { keys: nodeSigningKeys(jwks.keys) },
     cookies: {
       keys: cookieKeys,
       long: { signed: true, httpOnly: true, sameSite: 'lax' },
@@ -149,7 +149,7 @@ export function createProvider({ config, db, users, jwks, cookieKeys, logger }: 
     },
     features: {
       devInteractions: { enabled: false },
-      externalSigningSupport: inlineSigningFeature,
+      externalSigningSupport: externalSigningFeature,
       clientCredentials: { enabled: true },
       introspection: { enabled: true, allowedPolicy: introspectionAllowed },
       revocation: { enabled: true },
