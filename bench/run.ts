@@ -45,8 +45,10 @@ const settings = {
   redoTurnOthersMsPerSecond: 100,
   redoneTurnsPerRow: 4,
   // Likewise a paced run (p99 @½) during which they took this much CPU, its warm-up included (a
-  // quiet run here: under 100 ms), is run again, at most `redonePacedRunsPerRow` times a row.
+  // quiet run here: under 100 ms), is run again, at most `redonePacedRunsPerRow` times a row; and
+  // so is one in which the paced client itself stalled this long (a quiet run here: under 10 ms).
   redoPacedOthersMs: 150,
+  redoPacedClientStallMs: 20,
   redonePacedRunsPerRow: 2,
   settleSeconds: quick ? 1 : 3,
   tool: 'autocannon 9 (programmatic) for throughput; an evenly paced keep-alive client for p99 @½',
@@ -182,7 +184,7 @@ async function main(): Promise<void> {
         note: [
           load.summary?.(full.seconds),
           redone.length ? `${redone.length} turn${redone.length > 1 ? 's' : ''} run again (other processes took ${redone.map((ms) => ms.toFixed(0)).join(', ')} ms of CPU in ${redone.length > 1 ? 'them' : 'it'})` : undefined,
-          repeated?.length ? `paced run repeated ${repeated.length}× (other processes took ${repeated.map((ms) => ms.toFixed(0)).join(', ')} ms of CPU in ${repeated.length > 1 ? 'them' : 'it'})` : undefined,
+          repeated?.length ? `paced run repeated ${repeated.length}× (${repeated.join('; ')})` : undefined,
           failed,
           half?.failures ? `${half.failures} failed @½` : undefined,
           half && half.longestPause >= CLIENT_STALL_NOTED_MS ? `the paced client itself stalled ${half.longestPause.toFixed(0)} ms` : undefined,
@@ -234,15 +236,17 @@ async function main(): Promise<void> {
 
 /**
  * The paced run at `rate` (p99 @½), run again (`redonePacedRunsPerRow` times at most) while
- * processes outside the benchmark took `redoPacedOthersMs` of CPU during it: as with a throughput
- * turn, the choice looks only at what other processes did, never at the run's result.
+ * processes outside the benchmark took `redoPacedOthersMs` of CPU during it, or while the paced
+ * client itself stalled `redoPacedClientStallMs` (its loop paused: the requests due meanwhile
+ * then go out at once, a burst of its own making). As with a throughput turn, the
+ * choice looks only at what other processes and the client did, never at the server's latencies.
  * The other targets' servers, idle on the same core, are stopped meanwhile (SIGSTOP): their own
  * timers and garbage collections (an idle Latchkey instance ran three full collections of 17-22 ms
  * about a minute after its start) otherwise took the core from the measured server. Only `own`
  * (the processes the row needs: see main) run.
  */
-async function measureHalfLoad(load: LoadPlan, rate: number, postgresIsOurs: boolean, own: RunningServer[]): Promise<{ half?: PacedResult; failed?: string; stealHalf?: number; othersMs?: number; repeated: number[]; collections?: Collections }> {
-  const repeated: number[] = [];
+async function measureHalfLoad(load: LoadPlan, rate: number, postgresIsOurs: boolean, own: RunningServer[]): Promise<{ half?: PacedResult; failed?: string; stealHalf?: number; othersMs?: number; repeated: string[]; collections?: Collections }> {
+  const repeated: string[] = [];
   for (;;) {
     const steal = stealMeter();
     const others = othersCpuMeter(servers.values());
@@ -263,8 +267,12 @@ async function measureHalfLoad(load: LoadPlan, rate: number, postgresIsOurs: boo
     }
     if (!half) return { repeated };
     const othersMs = others.lap(postgresIsOurs);
-    if (othersMs !== undefined && othersMs >= settings.redoPacedOthersMs && repeated.length < settings.redonePacedRunsPerRow) {
-      repeated.push(othersMs);
+    const why = [
+      othersMs !== undefined && othersMs >= settings.redoPacedOthersMs ? `other processes took ${othersMs.toFixed(0)} ms of CPU` : undefined,
+      half.longestPause >= settings.redoPacedClientStallMs ? `the paced client itself stalled ${half.longestPause.toFixed(0)} ms` : undefined,
+    ].filter(Boolean).join(', ');
+    if (why && repeated.length < settings.redonePacedRunsPerRow) {
+      repeated.push(why);
       continue;
     }
     return { half, stealHalf: steal(), othersMs, repeated, collections };
