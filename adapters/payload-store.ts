@@ -144,11 +144,8 @@ interface Redemption {
 function postgresStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore {
   const viaKnex = knexStore(knex);
   const statement = pgStatements(knex);
-  const redemptions = new WeakMap<object, Redemption>();
-  const current = () => {
-    const request = currentRequest();
-    return request && redemptions.get(request);
-  };
+  const requests = requestScope<Redemption>(currentRequest);
+  const current = requests.current;
   /** Queues the upserts a redemption owes on its connection, where queries run in the order queued. */
   const sendUpserts = (redemption: Redemption, transaction: PgTransaction) => {
     if (redemption.upserts.size === 0) return undefined;
@@ -196,22 +193,15 @@ function postgresStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore
     removeExpired: (now) => viaKnex.removeExpired(now),
     changeSignal: () => undefined,
     sharesRows: false,
-    async redeemingIn(request, respond, succeeded) {
+    redeemingIn(request, respond, succeeded) {
       const redemption: Redemption = { upserts: new Map() };
-      redemptions.set(request, redemption);
-      let responded = false;
-      try {
-        await respond();
-        responded = true;
-      } finally {
-        // The request has its response: anything it started that writes later writes on its own.
-        redemptions.delete(request);
+      return requests.serve(request, redemption, respond, async (responded) => {
         // A transaction that failed to open failed its consume, and with it the request.
         const transaction = await redemption.transaction?.catch(() => undefined);
         // When `respond` threw, its error is the one to report, not a failed rollback's.
         if (transaction && !responded) await transaction.end(false).catch(() => {});
         else if (transaction) await commitOrRollBack(redemption, transaction, !redemption.redeemed || succeeded());
-      }
+      });
     },
   };
 
@@ -424,7 +414,7 @@ function sqliteStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore {
   knex.on('query', writesPayloads);
   knex.on('query-response', (_response: unknown, query: { sql?: unknown }) => writesPayloads(query));
 
-  const redemptions = new WeakMap<object, { redeemed?: Write }>();
+  const requests = requestScope<{ redeemed?: Write }>(currentRequest);
   const write = (w: Write) => new Promise<boolean>((resolve, reject) => {
     queue.push({ write: w, resolve, reject });
     // setImmediate runs after this turn's I/O: every request parsed in this turn joins the batch.
@@ -450,8 +440,7 @@ function sqliteStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore {
       return row;
     },
     async consume(model, id, at) {
-      const request = currentRequest();
-      const redemption = request && redemptions.get(request);
+      const redemption = requests.current();
       const changed = await write({ kind: 'consume', model, id, at });
       if (redemption && changed) redemption.redeemed = { kind: 'giveBack', model, id, at };
       return changed;
@@ -471,18 +460,12 @@ function sqliteStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore {
     removeExpired: (now) => viaKnex.removeExpired(now),
     changeSignal: () => changes,
     sharesRows: true,
-    async redeemingIn(request, respond, succeeded) {
+    redeemingIn(request, respond, succeeded) {
       const redemption: { redeemed?: Write } = {};
-      redemptions.set(request, redemption);
-      let responded = false;
-      try {
-        await respond();
-        responded = true;
-      } finally {
-        redemptions.delete(request);
+      return requests.serve(request, redemption, respond, async (responded) => {
         // Should giving back fail too, the token stays used: the request's own answer stands.
         if (redemption.redeemed && !(responded && succeeded())) await write(redemption.redeemed).catch(() => {});
-      }
+      });
     },
   };
 }
@@ -504,6 +487,33 @@ const READ_ONCE = new Set(['AuthorizationCode', 'RefreshToken']);
  * (~55 ns each, measured here); a store of our own made every request pay that twice.
  */
 export type CurrentRequest = () => object | undefined;
+
+/**
+ * What a store keeps for each request inside `redeemingIn`: `current()` finds it where the store is
+ * called; `serve` holds it for as long as `respond` runs, then calls `end(responded)`, `responded`
+ * being false when `respond` threw (its error is thrown again after `end`). Work the request
+ * started that writes after its response finds nothing, and writes on its own.
+ */
+function requestScope<R>(currentRequest: CurrentRequest) {
+  const live = new WeakMap<object, R>();
+  return {
+    current(): R | undefined {
+      const request = currentRequest();
+      return request && live.get(request);
+    },
+    async serve(request: object, state: R, respond: () => Promise<unknown>, end: (responded: boolean) => Promise<void>): Promise<void> {
+      live.set(request, state);
+      let responded = false;
+      try {
+        await respond();
+        responded = true;
+      } finally {
+        live.delete(request);
+        await end(responded);
+      }
+    },
+  };
+}
 
 const stores = new WeakMap<Knex, PayloadStore>();
 
