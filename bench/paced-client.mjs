@@ -2,7 +2,7 @@
 // Run by paced.ts:
 //   node bench/paced-client.mjs '{"origin":..., "method":..., "path":..., "headers":{...}, "body":..., "rate":..., "seconds":..., "connections":...,
 //                                 "rotate": {"bodyBefore":..., "field":..., "seeds":[...]} (optional)}'
-// Prints one JSON line: { p50, p99, requests, failures, rps, longestPause }; or, when no answer
+// Prints one JSON line: { p50, p99, requests, failures, rps, longestPause, longestSilence, longestWait }; or, when no answer
 // came for STALLED_MS while requests were due or in flight, { stalled } and exits with 3.
 //
 // It speaks HTTP/1.1 over its keep-alive sockets itself: one request, serialised once, written
@@ -94,6 +94,7 @@ function connection(onAnswer) {
   };
   open();
   conn.send = (index) => {
+    if (inFlight++ === 0) busySince = performance.now();
     conn.busy = true;
     conn.index = index;
     conn.socket.write(rotate ? withToken(conn.token) : request);
@@ -125,18 +126,32 @@ let lastAnswerAt = 0;
 // one the latencies it measures may include. Only [1] is reported; [0] is there so that both
 // phases run the same code.
 const longestPause = new Float64Array(2);
+// The server's longest silence while it measures: the longest time in which requests were in
+// flight and no answer came (ms). A stall of the server's (or of what it waits on: its database, the
+// disk) shows here, whatever the latencies it caused.
+let longestSilence = 0;
+// The longest a due request waited for a free connection while it measures (ms): all of them were
+// busy at the server, which had fallen behind the offered rate.
+let longestWait = 0;
+let inFlight = 0;
+let busySince = 0; // when the first of the requests now in flight was written, if none was before
 let onDone = () => {};
 
 const idle = [];
 const connections = Array.from({ length: spec.connections }, () => connection((conn, ok) => {
   // Latency runs from when the request was issued: time spent waiting for a free connection (all
   // of them busy at the server) counts; a late turn of this process's own loop does not.
-  lastAnswerAt = performance.now();
+  const now = performance.now();
+  if (conn.index >= measuredFrom) longestSilence = Math.max(longestSilence, now - Math.max(lastAnswerAt, busySince));
+  inFlight -= 1;
+  lastAnswerAt = now;
   latencies[conn.index] = lastAnswerAt - issued[conn.index];
   good[conn.index] = ok ? 1 : 0;
   answered += 1;
-  if (dispatched < sent) conn.send(dispatched++);
-  else idle.push(conn);
+  if (dispatched < sent) {
+    if (dispatched >= measuredFrom) longestWait = Math.max(longestWait, now - issued[dispatched]);
+    conn.send(dispatched++);
+  } else idle.push(conn);
   if (answered === total) onDone();
 }));
 idle.push(...connections);
@@ -179,7 +194,6 @@ const STALLED_MS = 10_000;
 const watchdog = setInterval(() => {
   const since = performance.now() - Math.max(lastAnswerAt, started);
   if (since < STALLED_MS) return;
-  const inFlight = connections.filter((c) => c.busy).length;
   process.stdout.write(`${JSON.stringify({ stalled: `no answer for ${(since / 1000).toFixed(0)} s: ${answered} of ${total} requests answered, ${inFlight} in flight, ${sent - dispatched} waiting for a connection` })}\n`);
   process.exit(3);
 }, 1000);
@@ -195,4 +209,4 @@ const failures = count - good.subarray(measuredFrom).reduce((sum, g) => sum + g,
 const sorted = latencies.slice(measuredFrom).sort();
 const at = (p) => sorted[Math.min(count - 1, Math.floor((p / 100) * count))];
 const rps = count / ((lastAnswerAt - measuredStart) / 1000);
-process.stdout.write(`${JSON.stringify({ p50: at(50), p99: at(99), requests: count, failures, rps, longestPause: longestPause[1] })}\n`);
+process.stdout.write(`${JSON.stringify({ p50: at(50), p99: at(99), requests: count, failures, rps, longestPause: longestPause[1], longestSilence, longestWait })}\n`);

@@ -13,6 +13,10 @@ export interface PacedResult {
   rps: number;
   /** The client's own longest pause between two turns of its loop during the run, in ms. */
   longestPause: number;
+  /** The longest time in which requests were in flight and the server answered none, in ms. */
+  longestSilence: number;
+  /** The longest a due request waited for a free connection (all busy at the server), in ms. */
+  longestWait: number;
 }
 
 export const MAX_PACED_RATE = 40000;

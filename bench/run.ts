@@ -57,6 +57,12 @@ const settings = {
 const CLIENT_STALL_NOTED_MS = 5;
 /** A paced run in which the server made a full garbage collection, or paused this long for one, says so in the row's notes. */
 const GC_PAUSE_NOTED_MS = 5;
+/**
+ * A paced run in which the server answered nothing this long with requests in flight (a stall), or
+ * in which a request waited this long for a free connection (the server fell behind the offered
+ * rate: a backlog), says so in the row's notes.
+ */
+const SERVER_NOTED_MS = 10;
 const partial = Boolean(args.only || args.targets);
 const wantedEndpoints = args.only ? new Set(args.only.split(',')) : undefined;
 const wantedTargets = args.targets ? new Set(args.targets.split(',')) : undefined;
@@ -188,6 +194,8 @@ async function main(): Promise<void> {
           failed,
           half?.failures ? `${half.failures} failed @½` : undefined,
           half && half.longestPause >= CLIENT_STALL_NOTED_MS ? `the paced client itself stalled ${half.longestPause.toFixed(0)} ms` : undefined,
+          half && half.longestSilence >= SERVER_NOTED_MS ? `@½ the server answered nothing for ${half.longestSilence.toFixed(0)} ms with requests in flight` : undefined,
+          half && half.longestWait >= SERVER_NOTED_MS ? `@½ the server fell behind the offered rate: a request waited ${half.longestWait.toFixed(0)} ms for a free connection` : undefined,
           collections && (collections.full > 0 || collections.longestPauseMs >= GC_PAUSE_NOTED_MS) ? `@½ the server's longest GC pause: ${collections.longestPauseMs.toFixed(0)} ms (${collections.full} full collection${collections.full === 1 ? '' : 's'})` : undefined,
           othersMs !== undefined && othersMs >= settings.redoPacedOthersMs ? `other processes used ${othersMs.toFixed(0)} ms of CPU @½` : undefined,
         ].filter(Boolean).join('; ') || undefined,
