@@ -106,7 +106,8 @@ export async function authorize(o: AuthorizeOptions): Promise<{ redirect: URL; j
   return { redirect: location, jar };
 }
 
-export async function tokenRequest(issuer: string, body: Record<string, string>, options: { json?: boolean; basic?: [string, string] } = {}) {
+/** A token request; a field given as an array is repeated in a form, and stays an array in JSON. */
+export async function tokenRequest(issuer: string, body: Record<string, string | string[]>, options: { json?: boolean; basic?: [string, string] } = {}) {
   const headers: Record<string, string> = {
     'content-type': options.json ? 'application/json' : 'application/x-www-form-urlencoded',
   };
@@ -114,7 +115,7 @@ export async function tokenRequest(issuer: string, body: Record<string, string>,
   const res = await fetch(`${issuer}/oauth/token`, {
     method: 'POST',
     headers,
-    body: options.json ? JSON.stringify(body) : new URLSearchParams(body).toString(),
+    body: options.json ? JSON.stringify(body) : new URLSearchParams(Object.entries(body).flatMap(([k, v]) => (Array.isArray(v) ? v : [v]).map((each) => [k, each]))).toString(),
   });
   return { status: res.status, body: (await res.json()) as Record<string, unknown> };
 }

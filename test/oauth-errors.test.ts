@@ -275,6 +275,32 @@ describe('bad input at the authorization and token endpoints', () => {
     }
   });
 
+  it('lets a token request name several resources (RFC 8707), as repeated fields or a JSON array, judged by the grant\'s rules', async () => {
+    const service = await as.createClient({ redirectUris: [], grantTypes: ['client_credentials'] });
+    const api = as.config.apiAudience;
+    for (const json of [false, true]) {
+      const how = json ? 'JSON' : 'form';
+      // One resource as a one-element array, or given once: a token for it.
+      const one = await tokenRequest(as.url, { grant_type: 'client_credentials', scope: 'read', resource: json ? [api] : api }, { json, basic: basic(service) });
+      expect(one.status, `${how}: ${JSON.stringify(one.body)}`).toBe(200);
+      // Repeated, it is no repeat to refuse: the same resource twice is that resource.
+      const twice = await tokenRequest(as.url, { grant_type: 'client_credentials', scope: 'read', resource: [api, api] }, { json, basic: basic(service) });
+      expect(twice.status, `${how}: ${JSON.stringify(twice.body)}`).toBe(200);
+      // Another one beside it is judged by the grant's rules: here, one this server does not know.
+      const unknown = await tokenRequest(as.url, { grant_type: 'client_credentials', scope: 'read', resource: [api, 'https://unknown.example/'] }, { json, basic: basic(service) });
+      expect(unknown, how).toMatchObject({ status: 400, body: { error: 'invalid_target' } });
+      expect(unknown.body.error_description, how).toContain('https://unknown.example/');
+    }
+    // Every other parameter still may not repeat, nor be an array.
+    const scopes = await tokenRequest(as.url, { grant_type: 'client_credentials', scope: ['read', 'write'] }, { json: true, basic: basic(service) });
+    expect(scopes).toMatchObject({ status: 400, body: { error: 'invalid_request', error_description: 'the scope parameter must be a string' } });
+    const notStrings = await tokenRequest(as.url, { grant_type: 'client_credentials', resource: [api, 1] as unknown as string[] }, { json: true, basic: basic(service) });
+    expect(notStrings).toMatchObject({ status: 400, body: { error: 'invalid_request', error_description: 'the resource parameter must be a string or an array of strings' } });
+    // At introspection, a repeated resource is a repeat like any other.
+    const introspect = await fetch(`${as.url}/oauth/introspect`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'token=x&resource=a&resource=b' });
+    expect(await introspect.json()).toMatchObject({ error: 'invalid_request', error_description: 'the resource parameter must not be provided twice' });
+  });
+
   it('refuses a member repeated in a JSON body, however it is spelled', async () => {
     for (const body of [
       '{"grant_type":"client_credentials","grant_type":"refresh_token"}',

@@ -52,11 +52,13 @@ export function parseForm(raw: string): Record<string, string> {
   return Object.fromEntries(new URLSearchParams(raw));
 }
 
+const NONE: ReadonlySet<string> = new Set();
+
 /**
- * Refuses a form body with a repeated field, without decoding the values: on its own for a form
- * that is handed on as it came (the token endpoint's).
+ * Refuses a form body with a repeated field, except those in `repeatable`, without decoding the
+ * values: on its own for a form that is handed on as it came (the token endpoint's).
  */
-export function checkFormFields(raw: string): void {
+export function checkFormFields(raw: string, repeatable = NONE): void {
   const names = new Set<string>();
   for (const pair of raw.split('&')) {
     if (pair === '') continue;
@@ -64,7 +66,7 @@ export function checkFormFields(raw: string): void {
     let name = end === -1 ? pair : pair.slice(0, end);
     // Encoded names (rare) are decoded exactly as URLSearchParams decodes them.
     if (name.includes('%') || name.includes('+')) name = new URLSearchParams(pair).keys().next().value ?? name;
-    if (names.has(name)) throw new BodyError(`the ${name} parameter must not be provided twice`);
+    if (names.has(name) && !repeatable.has(name)) throw new BodyError(`the ${name} parameter must not be provided twice`);
     names.add(name);
   }
 }
@@ -89,10 +91,12 @@ function topLevelNames(raw: string): string[] {
 }
 
 /**
- * Parses a JSON object whose values are strings (or numbers, kept as their decimal form). A member
- * given twice is refused, as a repeated form field is: JSON.parse would silently keep the last.
+ * Parses a JSON object whose values are strings (or numbers, kept as their decimal form) into the
+ * fields of the equivalent form, in order. A member in `repeatable` may also be an array of
+ * strings: one field for each, as a form repeats it. A member given twice is refused, as a
+ * repeated form field is: JSON.parse would silently keep the last.
  */
-export function parseJsonParams(raw: string): Record<string, string> {
+export function parseJsonParams(raw: string, repeatable = NONE): [string, string][] {
   let value: unknown;
   try {
     value = JSON.parse(raw);
@@ -105,11 +109,15 @@ export function parseJsonParams(raw: string): Record<string, string> {
   const names = topLevelNames(raw);
   const repeated = names.find((name, i) => names.indexOf(name) !== i);
   if (repeated !== undefined) throw new BodyError(`the ${repeated} parameter must not be provided twice`);
-  const out: Record<string, string> = {};
+  const fields: [string, string][] = [];
+  const field = (key: string, v: unknown): void => {
+    if (typeof v === 'string') fields.push([key, v]);
+    else if (typeof v === 'number' && Number.isFinite(v)) fields.push([key, String(v)]);
+    else if (v !== null) throw new BodyError(`the ${key} parameter must be a string${repeatable.has(key) ? ' or an array of strings' : ''}`);
+  };
   for (const [key, v] of Object.entries(value)) {
-    if (typeof v === 'string') out[key] = v;
-    else if (typeof v === 'number' && Number.isFinite(v)) out[key] = String(v);
-    else if (v !== null) throw new BodyError(`the ${key} parameter must be a string`);
+    if (Array.isArray(v) && repeatable.has(key) && v.every((each) => typeof each === 'string')) v.forEach((each) => field(key, each));
+    else field(key, v);
   }
-  return out;
+  return fields;
 }

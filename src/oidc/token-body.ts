@@ -3,6 +3,12 @@ import { BodyError, checkFormFields, parseJsonParams, readRawBody } from '../htt
 import { routes } from './provider.ts';
 
 const bodyRoutes = new Set<string>([routes.token, routes.introspection, routes.revocation]);
+/**
+ * What may be given more than once: a token request may name several resources (RFC 8707 §2.2);
+ * oidc-provider then applies the grant's own rule (one for client_credentials). Introspection and
+ * revocation take no repeated parameter.
+ */
+const repeatableAt: Record<string, ReadonlySet<string>> = { [routes.token]: new Set(['resource']) };
 
 /** `application/json; charset=utf-8` -> `application/json`; '' without a Content-Type. */
 const mediaType = (header: string | undefined): string => {
@@ -34,8 +40,9 @@ export async function tokenEndpointBodies(ctx: Context, next: Next): Promise<voi
   try {
     const raw = await readRawBody(ctx);
     // A form is checked (no repeated field) and handed on as it came; JSON becomes the same form.
-    if (isJson) form = new URLSearchParams(parseJsonParams(raw)).toString();
-    else checkFormFields((form = raw));
+    const repeatable = repeatableAt[ctx.path];
+    if (isJson) form = new URLSearchParams(parseJsonParams(raw, repeatable)).toString();
+    else checkFormFields((form = raw), repeatable);
   } catch (err) {
     if (!(err instanceof BodyError)) throw err;
     return invalidRequest(ctx, err.status, err.message);
