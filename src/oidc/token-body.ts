@@ -39,7 +39,8 @@ export async function tokenEndpointBodies(ctx: Context, next: Next): Promise<voi
   let form: string;
   try {
     const raw = await readRawBody(ctx);
-    // A form is checked (no repeated field) and handed on as it came; JSON becomes the same form.
+    // A form is checked (no field repeated, but those the endpoint allows) and handed on as it
+    // came; JSON becomes the same form.
     const repeatable = repeatableAt[ctx.path];
     if (isJson) form = new URLSearchParams(parseJsonParams(raw, repeatable)).toString();
     else checkFormFields((form = raw), repeatable);
