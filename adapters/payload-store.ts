@@ -45,15 +45,18 @@ export interface PayloadStore {
   readonly sharesRows: boolean;
   /**
    * Runs `respond`, one request: `request` is what `currentRequest` (see createPayloadStore) gives
-   * while it runs. A code or refresh token it redeems (consume) is given back when
-   * the request does not succeed (`succeeded()` false after `respond`, or `respond` threw): a
-   * refresh with a bad parameter found only after the rotation leaves the token usable. A
-   * redemption that failed because the token was already used is kept, with the grant it revoked.
+   * while it runs. A code or refresh token it redeems (consume) and every write of the request
+   * after that are stored together, after `respond` and before the response is sent, or not at
+   * all: when the request does not succeed (`succeeded()` false after `respond`, or `respond`
+   * threw), a refresh with a bad parameter found only after the rotation leaves the token usable,
+   * and a crash in between loses nothing. A redemption that failed because the token was already
+   * used is kept, with the grant it revoked. Rejects with WritesNotStored when the writes could not
+   * be stored (what the response would have issued was not), and with AlreadyRedeemed when another
+   * process redeemed the same code or token first (the grant is then revoked, as for any reuse).
    *
-   * PostgreSQL: the redemption and every write of the request after it are one transaction,
-   * committed after `respond` and before the response is sent, or rolled back. Rejects with
-   * WritesNotStored when that commit fails: what the response would have issued was not stored.
-   * SQLite: writes commit per turn of the event loop; giving back clears the consumed mark again.
+   * PostgreSQL: one transaction, opened by the consume (whose row lock makes a second redemption
+   * wait for the first to end). SQLite: the consume and the writes after it wait in the request,
+   * and go in one savepoint of a group commit (sqliteStore).
    */
   redeemingIn(request: object, respond: () => Promise<unknown>, succeeded: () => boolean): Promise<void>;
 }
@@ -62,6 +65,13 @@ export interface PayloadStore {
 export class WritesNotStored extends Error {
   constructor(cause: unknown) {
     super(`the request's writes were not stored: ${(cause as Error).message}`, { cause });
+  }
+}
+
+/** What `redeemingIn` rejects with when another process redeemed the code or token first. */
+export class AlreadyRedeemed extends Error {
+  constructor(readonly model: string) {
+    super(`${model} already consumed by another process`);
   }
 }
 
@@ -225,8 +235,7 @@ const SQL = {
   findByUid: `SELECT payload, consumed_at FROM ${TABLE} WHERE model = ? AND uid = ? LIMIT 1`,
   findByUserCode: `SELECT payload, consumed_at FROM ${TABLE} WHERE model = ? AND user_code = ? LIMIT 1`,
   consume: `UPDATE ${TABLE} SET consumed_at = ? WHERE model = ? AND id = ? AND consumed_at IS NULL`,
-  // Only the mark this process set: a row consumed again since, or revoked, stays as it is.
-  giveBack: `UPDATE ${TABLE} SET consumed_at = NULL WHERE model = ? AND id = ? AND consumed_at = ?`,
+  consumedAt: `SELECT consumed_at FROM ${TABLE} WHERE model = ? AND id = ?`,
   grantIdOf: `SELECT grant_id FROM ${TABLE} WHERE model = ? AND id = ?`,
   destroy: `DELETE FROM ${TABLE} WHERE model = ? AND id = ?`,
   revokeByGrantId: `DELETE FROM ${TABLE} WHERE grant_id = ? OR (model = 'Grant' AND id = ?)`,
@@ -236,14 +245,19 @@ const SQL = {
   begin: 'BEGIN IMMEDIATE',
   commit: 'COMMIT',
   rollback: 'ROLLBACK',
+  savepoint: 'SAVEPOINT redemption',
+  rollbackTo: 'ROLLBACK TO redemption',
+  release: 'RELEASE redemption',
 } as const;
 
+type Consume = { kind: 'consume'; model: string; id: string; at: number };
 type Write =
   | { kind: 'upsert'; row: PayloadRow }
-  | { kind: 'consume'; model: string; id: string; at: number }
-  | { kind: 'giveBack'; model: string; id: string; at: number }
+  | Consume
   | { kind: 'destroy'; model: string; id: string }
-  | { kind: 'revoke'; grantId: string };
+  | { kind: 'revoke'; grantId: string }
+  // A redemption whole: its consume, then what the request wrote after it; all of it or nothing.
+  | { kind: 'redemption'; consume: Consume; after: Write[] };
 
 interface Pending {
   write: Write;
@@ -267,6 +281,14 @@ interface Pending {
  * store's own writes drop the rows they touch, and anything written by another path empties it
  * (see `changes` below).
  *
+ * A request in `redeemingIn` that redeems a code or refresh token (consume) claims it: the row must
+ * be unconsumed in the database, and another request of this process redeeming the same row waits
+ * until this one ends, as PostgreSQL's row lock would make it. What the request writes after that
+ * waits in the request (it reads its own writes back), and when it succeeded it all goes, consume
+ * first, into one savepoint of the next group commit before the response is sent; when it failed,
+ * none of it. The consume there is still conditional: when another process redeemed the row
+ * meanwhile, the savepoint is rolled back and the request lost the race (AlreadyRedeemed).
+ *
  * While a Knex transaction holds the connection (API-key usage, key rotation), a statement here
  * would join that transaction, so calls then go through Knex and wait for it like any query.
  */
@@ -286,32 +308,50 @@ function sqliteStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore {
         return prepare('upsert').run(w.row.model, w.row.id, w.row.payload, w.row.grant_id, w.row.user_code, w.row.uid, w.row.expires_at).changes > 0;
       case 'consume':
         return prepare('consume').run(w.at, w.model, w.id).changes > 0;
-      case 'giveBack':
-        return prepare('giveBack').run(w.model, w.id, w.at).changes > 0;
       case 'destroy':
         return prepare('destroy').run(w.model, w.id).changes > 0;
       case 'revoke':
         return prepare('revokeByGrantId').run(w.grantId, w.grantId).changes > 0;
+      case 'redemption':
+        // A savepoint: within the batch's transaction, or a transaction of its own.
+        prepare('savepoint').run();
+        try {
+          const consumed = apply(w.consume);
+          if (consumed) w.after.forEach(apply);
+          else prepare('rollbackTo').run();
+          prepare('release').run();
+          return consumed;
+        } catch (err) {
+          prepare('rollbackTo').run();
+          prepare('release').run();
+          throw err;
+        }
     }
   };
 
-  const applyViaKnex = async (w: Write): Promise<boolean> => {
+  const applyVia = async (store: PayloadStore, w: Write): Promise<boolean> => {
     switch (w.kind) {
       case 'upsert':
-        await viaKnex.upsert(w.row);
+        await store.upsert(w.row);
         return true;
       case 'consume':
-        return viaKnex.consume(w.model, w.id, w.at);
-      case 'giveBack':
-        return (await knex(TABLE).where({ model: w.model, id: w.id, consumed_at: w.at }).update({ consumed_at: null })) > 0;
+        return store.consume(w.model, w.id, w.at);
       case 'destroy':
-        await viaKnex.destroy(w.model, w.id);
+        await store.destroy(w.model, w.id);
         return true;
       case 'revoke':
-        await viaKnex.revokeByGrantId(w.grantId);
+        await store.revokeByGrantId(w.grantId);
         return true;
+      case 'redemption':
+        return knex.transaction(async (trx) => {
+          const inside = knexStore(trx);
+          if (!(await applyVia(inside, w.consume))) return false;
+          for (const later of w.after) await applyVia(inside, later);
+          return true;
+        });
     }
   };
+  const applyViaKnex = (w: Write) => applyVia(viaKnex, w);
 
   const rows = createRowCache();
   /** Drops from the row cache what was just committed, so the next read finds the row as it now is. */
@@ -321,12 +361,15 @@ function sqliteStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore {
         rows.written(w.row.model, w.row.id);
         break;
       case 'consume':
-      case 'giveBack':
       case 'destroy':
         rows.written(w.model, w.id);
         break;
       case 'revoke':
         rows.grantRevoked(w.grantId);
+        break;
+      case 'redemption':
+        committed(w.consume, changed);
+        for (const later of w.after) committed(later, changed);
         break;
     }
     return changed;
@@ -414,18 +457,45 @@ function sqliteStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore {
   knex.on('query', writesPayloads);
   knex.on('query-response', (_response: unknown, query: { sql?: unknown }) => writesPayloads(query));
 
-  const requests = requestScope<{ redeemed?: Write }>(currentRequest);
   const write = (w: Write) => new Promise<boolean>((resolve, reject) => {
     queue.push({ write: w, resolve, reject });
     // setImmediate runs after this turn's I/O: every request parsed in this turn joins the batch.
     if (queue.length === 1) setImmediate(flush);
   });
 
+  const grantIdOf = async (model: string, id: string): Promise<string | null> => {
+    const s = statement('grantIdOf');
+    if (!s) return viaKnex.grantIdOf(model, id);
+    return (s.get(model, id) as { grant_id: string | null } | undefined)?.grant_id ?? null;
+  };
+
+  const requests = requestScope<SqliteRedemption>(currentRequest);
+  /** The rows redeemed by requests of this process that have not ended, by key: a second redeemer waits. */
+  const claims = new Map<string, Promise<void>>();
+  /** Whether the row exists and is not consumed, as committed now. */
+  const unconsumed = async (model: string, id: string): Promise<boolean> => {
+    const s = statement('consumedAt');
+    const row = (s ? s.get(model, id) : await knex(TABLE).first('consumed_at').where({ model, id })) as { consumed_at: unknown } | undefined;
+    return row !== undefined && row.consumed_at === null;
+  };
+  /** The request being served, when it redeemed something (none does, while `claims` is empty). */
+  const redeeming = (): SqliteRedemption | undefined => (claims.size > 0 ? requests.current() : undefined);
+  /** Holds a write of a request that redeemed something, for its end; false outside one. */
+  const held = (w: Write): boolean => {
+    const redemption = redeeming();
+    if (!redemption?.claim) return false;
+    redemption.after.push(w);
+    return true;
+  };
+
   return {
     async upsert(row) {
-      await write({ kind: 'upsert', row });
+      if (!held({ kind: 'upsert', row })) await write({ kind: 'upsert', row });
     },
     find(model, column, value) {
+      const redemption = column === 'id' ? redeeming() : undefined;
+      const own = redemption?.claim && ownRow(redemption, model, value);
+      if (own !== undefined) return own ?? undefined;
       if (column !== 'id') {
         const s = statement(column === 'uid' ? 'findByUid' : 'findByUserCode');
         return s ? (s.get(model, value) as StoredPayload | undefined) : viaKnex.find(model, column, value);
@@ -441,33 +511,88 @@ function sqliteStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore {
     },
     async consume(model, id, at) {
       const redemption = requests.current();
-      const changed = await write({ kind: 'consume', model, id, at });
-      if (redemption && changed) redemption.redeemed = { kind: 'giveBack', model, id, at };
-      return changed;
+      // Outside a request, or a second redemption in one (none does both): at once, as any write.
+      if (!redemption || redemption.claim) return write({ kind: 'consume', model, id, at });
+      // Another request of this process redeeming the same row: wait for it to end, as PostgreSQL's
+      // row lock would make it, then find the row as that one left it.
+      const key = `${model}\0${id}`;
+      for (let other = claims.get(key); other; other = claims.get(key)) await other;
+      let release!: () => void;
+      claims.set(key, new Promise<void>((resolve) => (release = resolve)));
+      const claim = { model, id, at, release: () => (claims.delete(key), release()) };
+      try {
+        if (!(await unconsumed(model, id))) {
+          claim.release();
+          return false;
+        }
+      } catch (err) {
+        claim.release();
+        throw err;
+      }
+      redemption.claim = claim;
+      return true;
     },
-    async grantIdOf(model, id) {
-      const s = statement('grantIdOf');
-      if (!s) return viaKnex.grantIdOf(model, id);
-      return (s.get(model, id) as { grant_id: string | null } | undefined)?.grant_id ?? null;
-    },
+    grantIdOf,
     async destroy(model, id) {
-      await write({ kind: 'destroy', model, id });
+      if (!held({ kind: 'destroy', model, id })) await write({ kind: 'destroy', model, id });
     },
     async revokeByGrantId(grantId) {
-      await write({ kind: 'revoke', grantId });
+      if (!held({ kind: 'revoke', grantId })) await write({ kind: 'revoke', grantId });
     },
     // Through Knex: its query events empty the row cache (expired rows may be cached).
     removeExpired: (now) => viaKnex.removeExpired(now),
     changeSignal: () => changes,
     sharesRows: true,
     redeemingIn(request, respond, succeeded) {
-      const redemption: { redeemed?: Write } = {};
+      const redemption: SqliteRedemption = { after: [] };
       return requests.serve(request, redemption, respond, async (responded) => {
-        // Should giving back fail too, the token stays used: the request's own answer stands.
-        if (redemption.redeemed && !(responded && succeeded())) await write(redemption.redeemed).catch(() => {});
+        const { claim } = redemption;
+        if (!claim) return;
+        try {
+          // A request that did not succeed stores nothing from its redemption on: the code or
+          // token stays as it was.
+          if (!(responded && succeeded())) return;
+          const { model, id, at } = claim;
+          let stored: boolean;
+          try {
+            stored = await write({ kind: 'redemption', consume: { kind: 'consume', model, id, at }, after: redemption.after });
+          } catch (err) {
+            throw new WritesNotStored(err);
+          }
+          if (stored) return;
+          // Another process redeemed it since this one found it unused: a reuse, as if this request
+          // had come second. Its grant goes, and with it what the other redemption issued.
+          const grantId = await grantIdOf(model, id);
+          if (grantId) await write({ kind: 'revoke', grantId });
+          throw new AlreadyRedeemed(model);
+        } finally {
+          claim.release();
+        }
       });
     },
   };
+}
+
+/**
+ * A request in `redeemingIn` on SQLite, once it redeemed a code or refresh token (`claim`): what
+ * it wrote after that, in order, held until it ends.
+ */
+interface SqliteRedemption {
+  claim?: { model: string; id: string; at: number; release(): void };
+  after: Write[];
+}
+
+/**
+ * What a request that redeemed something reads of its own held writes: the row it last upserted
+ * (found), null for one it destroyed, undefined when it wrote nothing to that row.
+ */
+function ownRow(redemption: SqliteRedemption, model: string, id: string): StoredPayload | null | undefined {
+  for (let i = redemption.after.length - 1; i >= 0; i -= 1) {
+    const w = redemption.after[i]!;
+    if (w.kind === 'upsert' && w.row.model === model && w.row.id === id) return { payload: w.row.payload, consumed_at: null };
+    if (w.kind === 'destroy' && w.model === model && w.id === id) return null;
+  }
+  return undefined;
 }
 
 /**

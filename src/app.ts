@@ -3,7 +3,7 @@ import type { Context, Next } from 'koa';
 import type Provider from 'oidc-provider';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import { startExpiredRowCleanup } from '../adapters/knex-adapter.ts';
-import { payloadStoreFor, WritesNotStored, type PayloadStore } from '../adapters/payload-store.ts';
+import { AlreadyRedeemed, payloadStoreFor, WritesNotStored, type PayloadStore } from '../adapters/payload-store.ts';
 import { createUserStore, type UserStore } from './accounts/store.ts';
 import { apiKeyIntrospection } from './api-keys/introspection.ts';
 import { createApiKeyStore } from './api-keys/store.ts';
@@ -51,16 +51,23 @@ function pageErrors(logger: Logger) {
 }
 
 /**
- * The token endpoint: a code or refresh token redeemed by a request that then fails (a bad
- * `resource` or `scope` is found only after a refresh token is rotated) is given back, and on
- * PostgreSQL it is stored together with the tokens issued for it (payload-store.ts). If those
- * could not be stored, the client gets a server error instead of tokens that would not work.
+ * The token endpoint: a code or refresh token redeemed by a request is stored redeemed together
+ * with the tokens issued for it, or not at all (payload-store.ts): a request that then fails (a bad
+ * `resource` or `scope` is found only after a refresh token is rotated) leaves it usable. If those
+ * could not be stored, the client gets a server error instead of tokens that would not work; if
+ * another process redeemed it first, invalid_grant, as for any reuse.
  */
 function storedTogether(store: PayloadStore, logger: Logger): Layer {
   return async (ctx, next) => {
     try {
       await store.redeemingIn(ctx, next, () => ctx.status < 400);
     } catch (err) {
+      if (err instanceof AlreadyRedeemed) {
+        ctx.status = 400;
+        ctx.set('Cache-Control', 'no-store');
+        ctx.body = { error: 'invalid_grant', error_description: `${err.model === 'AuthorizationCode' ? 'authorization code' : 'refresh token'} already consumed` };
+        return;
+      }
       if (!(err instanceof WritesNotStored)) throw err;
       logger.error('token request not stored', { error: err.message });
       ctx.status = 500;

@@ -1,12 +1,13 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { createRequire } from 'node:module';
 import knexFactory from 'knex';
 import pg from 'pg';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createPayloadStore, type PayloadRow } from '../adapters/payload-store.ts';
-import { migrate, openDatabase } from '../src/db/knex.ts';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { AlreadyRedeemed, createPayloadStore, type PayloadRow } from '../adapters/payload-store.ts';
+import { migrate, openDatabase, type Database } from '../src/db/knex.ts';
 import { beginPgTransaction } from '../src/db/pg-statements.ts';
 import { authorize, tokenRequest } from './flows.ts';
-import { postgresAvailable, startAuthServer, tempPostgres, type TestAuthServer } from './harness.ts';
+import { postgresAvailable, startAuthServer, tempPostgres, tempSqlite, type TestAuthServer } from './harness.ts';
 
 // On PostgreSQL a redeemed code or refresh token and the tokens issued for it commit together,
 // before the response (adapters/payload-store.ts). Failures are made real with triggers in the
@@ -183,6 +184,129 @@ describe.skipIf(!(await postgresAvailable()))('the PostgreSQL store inside one r
       await db.close();
       await database.cleanup();
     }
+  });
+});
+
+// On SQLite a request's redemption waits in the request with what it writes after it, and goes
+// to the database with them in one savepoint of a group commit: a crash in between loses nothing.
+describe('the SQLite store inside one redemption', () => {
+  const id = () => Math.random().toString(36).slice(2);
+  const row = (model: string, key: string, grantId: string): PayloadRow => ({ model, id: key, payload: JSON.stringify({ grantId }), grant_id: grantId, user_code: null, uid: null, expires_at: null });
+  const now = () => Math.floor(Date.now() / 1000);
+  let file: ReturnType<typeof tempSqlite>;
+  let dbs: Database[];
+  let outside: { prepare(sql: string): { get(...params: unknown[]): unknown }; close(): void };
+
+  beforeEach(async () => {
+    file = tempSqlite();
+    dbs = [openDatabase(file.url), openDatabase(file.url)];
+    await migrate(dbs[0]!);
+    // A connection of the test's own: what is committed, as another process sees it.
+    outside = new (createRequire(import.meta.url)('better-sqlite3'))(file.url, { readonly: true });
+  });
+  afterEach(async () => {
+    outside.close();
+    for (const db of dbs) await db.close();
+    file.cleanup();
+  });
+
+  /** A store on one of the database handles (two: as two processes), and a request to run in it. */
+  const storeOn = (db: Database) => {
+    // The request being served, as oidc-provider's Provider.ctx gives it to the shared store.
+    const serving = new AsyncLocalStorage<object>();
+    const store = createPayloadStore(db.knex, () => serving.getStore());
+    const within = (succeeded: boolean, respond: () => Promise<void>) => {
+      const request = {};
+      return serving.run(request, () => store.redeemingIn(request, respond, () => succeeded));
+    };
+    return { store, within };
+  };
+  const stored = (model: string, key: string) => outside.prepare('SELECT consumed_at FROM oidc_payloads WHERE model = ? AND id = ?').get(model, key) as { consumed_at: number | null } | undefined;
+
+  it('stores the redemption and what the request wrote after it together, after it answered; nothing when it failed', async () => {
+    const { store, within } = storeOn(dbs[0]!);
+    const [kept, keptAccess, keptNext] = [id(), id(), id()];
+    await store.upsert(row('RefreshToken', kept, 'g1'));
+    await within(true, async () => {
+      expect(await store.consume('RefreshToken', kept, now())).toBe(true);
+      await store.upsert(row('RefreshToken', keptNext, 'g1'));
+      await store.upsert(row('AccessToken', keptAccess, 'g1'));
+      // The request reads what it wrote; nothing of it is in the database yet.
+      expect(await store.find('AccessToken', 'id', keptAccess)).toMatchObject({ consumed_at: null });
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(stored('AccessToken', keptAccess)).toBeUndefined();
+      expect(stored('RefreshToken', keptNext)).toBeUndefined();
+      expect(stored('RefreshToken', kept)).toEqual({ consumed_at: null });
+    });
+    expect(stored('AccessToken', keptAccess)).toEqual({ consumed_at: null });
+    expect(stored('RefreshToken', keptNext)).toEqual({ consumed_at: null });
+    expect(stored('RefreshToken', kept)?.consumed_at).not.toBeNull();
+
+    const [dropped, droppedAccess] = [id(), id()];
+    await store.upsert(row('RefreshToken', dropped, 'g2'));
+    await within(false, async () => {
+      expect(await store.consume('RefreshToken', dropped, now())).toBe(true);
+      await store.upsert(row('AccessToken', droppedAccess, 'g2'));
+    });
+    expect(stored('AccessToken', droppedAccess)).toBeUndefined();
+    expect(stored('RefreshToken', dropped)).toEqual({ consumed_at: null });
+    await expect(within(true, async () => {
+      await store.consume('RefreshToken', dropped, now());
+      throw new Error('the handler failed');
+    })).rejects.toThrow('the handler failed');
+    expect(stored('RefreshToken', dropped)).toEqual({ consumed_at: null });
+  });
+
+  it('makes a second redemption in the same process wait for the first, then find the token used', async () => {
+    const { store, within } = storeOn(dbs[0]!);
+    const token = id();
+    await store.upsert(row('RefreshToken', token, 'g3'));
+    let finish!: () => void;
+    const first = within(true, async () => {
+      expect(await store.consume('RefreshToken', token, now())).toBe(true);
+      await new Promise<void>((resolve) => (finish = resolve));
+    });
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    let second: boolean | undefined;
+    const secondDone = within(true, async () => {
+      second = await store.consume('RefreshToken', token, now());
+    });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(second).toBeUndefined();
+    finish();
+    await first;
+    await secondDone;
+    expect(second).toBe(false);
+  });
+
+  it('refuses the second of two processes that redeemed one token at once, and revokes the grant', async () => {
+    const [a, b] = [storeOn(dbs[0]!), storeOn(dbs[1]!)];
+    const [token, issuedByA, issuedByB] = [id(), id(), id()];
+    await a.store.upsert(row('RefreshToken', token, 'g4'));
+    let finishA!: () => void;
+    const first = a.within(true, async () => {
+      expect(await a.store.consume('RefreshToken', token, now())).toBe(true);
+      await a.store.upsert(row('AccessToken', issuedByA, 'g4'));
+      await new Promise<void>((resolve) => (finishA = resolve));
+    });
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    // The other process finds the token unused too: neither has stored its redemption yet.
+    let finishB!: () => void;
+    const second = b.within(true, async () => {
+      expect(await b.store.consume('RefreshToken', token, now())).toBe(true);
+      await b.store.upsert(row('AccessToken', issuedByB, 'g4'));
+      await new Promise<void>((resolve) => (finishB = resolve));
+    });
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    finishA();
+    await first;
+    expect(stored('AccessToken', issuedByA)).toEqual({ consumed_at: null });
+    finishB();
+    await expect(second).rejects.toBeInstanceOf(AlreadyRedeemed);
+    // B stored nothing it issued, and revoked the grant: A's token goes too, as for any reuse.
+    expect(stored('AccessToken', issuedByB)).toBeUndefined();
+    expect(stored('AccessToken', issuedByA)).toBeUndefined();
+    expect(stored('RefreshToken', token)).toBeUndefined();
   });
 });
 
