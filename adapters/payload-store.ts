@@ -281,13 +281,12 @@ interface Pending {
  * store's own writes drop the rows they touch, and anything written by another path empties it
  * (see `changes` below).
  *
- * A request in `redeemingIn` that redeems a code or refresh token (consume) claims it: the row must
- * be unconsumed in the database, and another request of this process redeeming the same row waits
- * until this one ends, as PostgreSQL's row lock would make it. What the request writes after that
- * waits in the request (it reads its own writes back), and when it succeeded it all goes, consume
- * first, into one savepoint of the next group commit before the response is sent; when it failed,
- * none of it. The consume there is still conditional: when another process redeemed the row
- * meanwhile, the savepoint is rolled back and the request lost the race (AlreadyRedeemed).
+ * A request in `redeemingIn` that redeems a code or refresh token (consume) claims it when the row
+ * is unconsumed in the database. What the request writes after that waits in the request (it
+ * reads its own writes back), and when it succeeded it all goes, consume first, into one savepoint
+ * of the next group commit before the response is sent; when it failed, none of it. The consume
+ * there is still conditional: when another request (of this process or another) redeemed the row
+ * meanwhile, the savepoint is rolled back and this request lost the race (AlreadyRedeemed).
  *
  * While a Knex transaction holds the connection (API-key usage, key rotation), a statement here
  * would join that transaction, so calls then go through Knex and wait for it like any query.
@@ -470,19 +469,15 @@ function sqliteStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore {
   };
 
   const requests = requestScope<SqliteRedemption>(currentRequest);
-  /** The rows redeemed by requests of this process that have not ended, by key: a second redeemer waits. */
-  const claims = new Map<string, Promise<void>>();
   /** Whether the row exists and is not consumed, as committed now. */
   const unconsumed = async (model: string, id: string): Promise<boolean> => {
     const s = statement('consumedAt');
     const row = (s ? s.get(model, id) : await knex(TABLE).first('consumed_at').where({ model, id })) as { consumed_at: unknown } | undefined;
     return row !== undefined && row.consumed_at === null;
   };
-  /** The request being served, when it redeemed something (none does, while `claims` is empty). */
-  const redeeming = (): SqliteRedemption | undefined => (claims.size > 0 ? requests.current() : undefined);
   /** Holds a write of a request that redeemed something, for its end; false outside one. */
   const held = (w: Write): boolean => {
-    const redemption = redeeming();
+    const redemption = requests.current();
     if (!redemption?.claim) return false;
     redemption.after.push(w);
     return true;
@@ -493,7 +488,7 @@ function sqliteStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore {
       if (!held({ kind: 'upsert', row })) await write({ kind: 'upsert', row });
     },
     find(model, column, value) {
-      const redemption = column === 'id' ? redeeming() : undefined;
+      const redemption = column === 'id' ? requests.current() : undefined;
       const own = redemption?.claim && ownRow(redemption, model, value);
       if (own !== undefined) return own ?? undefined;
       if (column !== 'id') {
@@ -513,23 +508,17 @@ function sqliteStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore {
       const redemption = requests.current();
       // Outside a request, or a second redemption in one (none does both): at once, as any write.
       if (!redemption || redemption.claim) return write({ kind: 'consume', model, id, at });
-      // Another request of this process redeeming the same row: wait for it to end, as PostgreSQL's
-      // row lock would make it, then find the row as that one left it.
-      const key = `${model}\0${id}`;
-      for (let other = claims.get(key); other; other = claims.get(key)) await other;
-      let release!: () => void;
-      claims.set(key, new Promise<void>((resolve) => (release = resolve)));
-      const claim = { model, id, at, release: () => (claims.delete(key), release()) };
-      try {
-        if (!(await unconsumed(model, id))) {
-          claim.release();
-          return false;
-        }
-      } catch (err) {
-        claim.release();
-        throw err;
-      }
-      redemption.claim = claim;
+      // Used already: the caller revokes the grant. Unused as committed now: the request goes on,
+      // and its consume, conditional still, decides at its end (another request may have
+      // redeemed the same row meanwhile, in this process or another: it then loses there).
+      if (!(await unconsumed(model, id))) return false;
+      redemption.claim = { model, id, at };
+      // The request goes on at the end of this turn, with the others that redeemed something in
+      // it, as it did while each redemption waited for its own group commit: their signatures and
+      // their commits then go together. Going on at once, one request after another, cost a
+      // refresh_token run on SQLite a tenth of its throughput (0.79-0.83x the peer, against
+      // 0.93x either way).
+      await new Promise((resolve) => setImmediate(resolve));
       return true;
     },
     grantIdOf,
@@ -547,27 +536,22 @@ function sqliteStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore {
       const redemption: SqliteRedemption = { after: [] };
       return requests.serve(request, redemption, respond, async (responded) => {
         const { claim } = redemption;
-        if (!claim) return;
+        // A request that did not succeed stores nothing from its redemption on: the code or token
+        // stays as it was.
+        if (!claim || !(responded && succeeded())) return;
+        const { model, id, at } = claim;
+        let stored: boolean;
         try {
-          // A request that did not succeed stores nothing from its redemption on: the code or
-          // token stays as it was.
-          if (!(responded && succeeded())) return;
-          const { model, id, at } = claim;
-          let stored: boolean;
-          try {
-            stored = await write({ kind: 'redemption', consume: { kind: 'consume', model, id, at }, after: redemption.after });
-          } catch (err) {
-            throw new WritesNotStored(err);
-          }
-          if (stored) return;
-          // Another process redeemed it since this one found it unused: a reuse, as if this request
-          // had come second. Its grant goes, and with it what the other redemption issued.
-          const grantId = await grantIdOf(model, id);
-          if (grantId) await write({ kind: 'revoke', grantId });
-          throw new AlreadyRedeemed(model);
-        } finally {
-          claim.release();
+          stored = await write({ kind: 'redemption', consume: { kind: 'consume', model, id, at }, after: redemption.after });
+        } catch (err) {
+          throw new WritesNotStored(err);
         }
+        if (stored) return;
+        // Another request redeemed it since this one found it unused: a reuse, as if this one had
+        // come second. Its grant goes, and with it what the other redemption issued.
+        const grantId = await grantIdOf(model, id);
+        if (grantId) await write({ kind: 'revoke', grantId });
+        throw new AlreadyRedeemed(model);
       });
     },
   };
@@ -578,7 +562,7 @@ function sqliteStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore {
  * it wrote after that, in order, held until it ends.
  */
 interface SqliteRedemption {
-  claim?: { model: string; id: string; at: number; release(): void };
+  claim?: { model: string; id: string; at: number };
   after: Write[];
 }
 

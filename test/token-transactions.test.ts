@@ -257,26 +257,27 @@ describe('the SQLite store inside one redemption', () => {
     expect(stored('RefreshToken', dropped)).toEqual({ consumed_at: null });
   });
 
-  it('makes a second redemption in the same process wait for the first, then find the token used', async () => {
+  it('lets the first of two requests that redeemed one token at once in the same process to end win, and refuses the other', async () => {
     const { store, within } = storeOn(dbs[0]!);
-    const token = id();
+    const [token, issued] = [id(), id()];
     await store.upsert(row('RefreshToken', token, 'g3'));
     let finish!: () => void;
     const first = within(true, async () => {
       expect(await store.consume('RefreshToken', token, now())).toBe(true);
+      await store.upsert(row('AccessToken', issued, 'g3'));
       await new Promise<void>((resolve) => (finish = resolve));
     });
     await new Promise((resolve) => setTimeout(resolve, 10));
-    let second: boolean | undefined;
-    const secondDone = within(true, async () => {
-      second = await store.consume('RefreshToken', token, now());
+    // Both found it unused; the one that ends first stores its redemption and wins.
+    await within(true, async () => {
+      expect(await store.consume('RefreshToken', token, now())).toBe(true);
     });
-    await new Promise((resolve) => setTimeout(resolve, 20));
-    expect(second).toBeUndefined();
+    expect(stored('RefreshToken', token)?.consumed_at).not.toBeNull();
     finish();
-    await first;
-    await secondDone;
-    expect(second).toBe(false);
+    // The other finds it used at its end: it stores nothing it issued, and revokes the grant.
+    await expect(first).rejects.toBeInstanceOf(AlreadyRedeemed);
+    expect(stored('AccessToken', issued)).toBeUndefined();
+    expect(stored('RefreshToken', token)).toBeUndefined();
   });
 
   it('refuses the second of two processes that redeemed one token at once, and revokes the grant', async () => {
@@ -369,6 +370,17 @@ for (const backend of backends) {
       return redirect.searchParams.get('code')!;
     };
     const refresh = (refreshToken: unknown, extra: Record<string, string> = {}) => tokenRequest(as.url, { grant_type: 'refresh_token', refresh_token: String(refreshToken), ...extra }, { basic });
+
+    it('lets one of two simultaneous uses of a refresh token win, and then revokes the grant', async () => {
+      const issued = await tokenRequest(as.url, { grant_type: 'authorization_code', code: await code(), redirect_uri: redirectUri }, { basic });
+      expect(issued.status, JSON.stringify(issued.body)).toBe(200);
+      const results = await Promise.all([refresh(issued.body.refresh_token), refresh(issued.body.refresh_token)]);
+      const winners = results.filter((r) => r.status === 200);
+      expect(winners, JSON.stringify(results)).toHaveLength(1);
+      expect(results.find((r) => r.status !== 200)).toMatchObject({ status: 400, body: { error: 'invalid_grant' } });
+      // The loser found the token used and revoked the grant, what the winner was issued included.
+      expect(await refresh(winners[0]!.body.refresh_token)).toMatchObject({ status: 400, body: { error: 'invalid_grant' } });
+    });
 
     it('leaves the refresh token usable after an unknown resource, and still detects a reused one', async () => {
       const issued = await tokenRequest(as.url, { grant_type: 'authorization_code', code: await code(), redirect_uri: redirectUri }, { basic });
