@@ -52,7 +52,7 @@ export interface PayloadStore {
    * and a crash in between loses nothing. A redemption that failed because the token was already
    * used is kept, with the grant it revoked. Rejects with WritesNotStored when the writes could not
    * be stored (what the response would have issued was not), and with AlreadyRedeemed when another
-   * process redeemed the same code or token first (the grant is then revoked, as for any reuse).
+   * request redeemed the same code or token first (the grant is then revoked, as for any reuse).
    *
    * PostgreSQL: one transaction, opened by the consume (whose row lock makes a second redemption
    * wait for the first to end). SQLite: the consume and the writes after it wait in the request,
@@ -68,10 +68,10 @@ export class WritesNotStored extends Error {
   }
 }
 
-/** What `redeemingIn` rejects with when another process redeemed the code or token first. */
+/** What `redeemingIn` rejects with when another request redeemed the code or token first. */
 export class AlreadyRedeemed extends Error {
   constructor(readonly model: string) {
-    super(`${model} already consumed by another process`);
+    super(`${model} already consumed by another request`);
   }
 }
 
@@ -469,6 +469,9 @@ function sqliteStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore {
   };
 
   const requests = requestScope<SqliteRedemption>(currentRequest);
+  /** How many requests hold a claim: while none does, no write is held and no read looks for one. */
+  let claimed = 0;
+  const redeeming = (): SqliteRedemption | undefined => (claimed > 0 ? requests.current() : undefined);
   /** Whether the row exists and is not consumed, as committed now. */
   const unconsumed = async (model: string, id: string): Promise<boolean> => {
     const s = statement('consumedAt');
@@ -477,7 +480,7 @@ function sqliteStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore {
   };
   /** Holds a write of a request that redeemed something, for its end; false outside one. */
   const held = (w: Write): boolean => {
-    const redemption = requests.current();
+    const redemption = redeeming();
     if (!redemption?.claim) return false;
     redemption.after.push(w);
     return true;
@@ -488,7 +491,7 @@ function sqliteStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore {
       if (!held({ kind: 'upsert', row })) await write({ kind: 'upsert', row });
     },
     find(model, column, value) {
-      const redemption = column === 'id' ? requests.current() : undefined;
+      const redemption = column === 'id' ? redeeming() : undefined;
       const own = redemption?.claim && ownRow(redemption, model, value);
       if (own !== undefined) return own ?? undefined;
       if (column !== 'id') {
@@ -513,6 +516,7 @@ function sqliteStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore {
       // redeemed the same row meanwhile, in this process or another: it then loses there).
       if (!(await unconsumed(model, id))) return false;
       redemption.claim = { model, id, at };
+      claimed += 1;
       // The request goes on at the end of this turn, with the others that redeemed something in
       // it, as it did while each redemption waited for its own group commit: their signatures and
       // their commits then go together. Going on at once, one request after another, cost a
@@ -536,6 +540,7 @@ function sqliteStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore {
       const redemption: SqliteRedemption = { after: [] };
       return requests.serve(request, redemption, respond, async (responded) => {
         const { claim } = redemption;
+        if (claim) claimed -= 1;
         // A request that did not succeed stores nothing from its redemption on: the code or token
         // stays as it was.
         if (!claim || !(responded && succeeded())) return;
