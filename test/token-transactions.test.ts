@@ -247,6 +247,31 @@ describe('the SQLite store inside one redemption', () => {
     expect(stored('RefreshToken', dropped)).toEqual({ consumed_at: null });
   });
 
+  it('stores a redemption whole through Knex when a Knex transaction holds the connection at its end, out of that one\'s rollback', async () => {
+    const { store, within } = storeOn(dbs[0]!);
+    const [token, issued, key] = [id(), id(), id()];
+    await store.upsert(row('RefreshToken', token, 'g5'));
+    let answer!: () => void;
+    const redeemed = within(true, async () => {
+      expect(await store.consume('RefreshToken', token, now())).toBe(true);
+      await store.upsert(row('AccessToken', issued, 'g5'));
+      await new Promise<void>((resolve) => (answer = resolve));
+    });
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    await dbs[0]!.knex.transaction(async (trx) => {
+      await trx('server_secrets').insert({ name: `rolled-back-${key}`, value: 'x' });
+      // The request ends now: its writes wait for the connection, and join no transaction of Knex.
+      answer();
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(stored('AccessToken', issued)).toBeUndefined();
+      throw new Error('roll back');
+    }).catch(() => {});
+    await redeemed;
+    expect(stored('RefreshToken', token)?.consumed_at).not.toBeNull();
+    expect(stored('AccessToken', issued)).toEqual({ consumed_at: null });
+    expect(outside.prepare('SELECT name FROM server_secrets WHERE name = ?').get(`rolled-back-${key}`)).toBeUndefined();
+  });
+
   it('lets the first of two requests that redeemed one token at once in the same process to end win, and refuses the other', async () => {
     const { store, within } = storeOn(dbs[0]!);
     const [token, issued] = [id(), id()];
