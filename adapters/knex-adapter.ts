@@ -2,7 +2,7 @@ import type { Knex } from 'knex';
 import { errors, type Adapter, type AdapterPayload } from 'oidc-provider';
 import { createClientCache, type ClientCache } from './client-cache.ts';
 import { deepFreeze } from './deep-freeze.ts';
-import { payloadStoreFor, type LookupColumn, type PayloadRow, type PayloadStore, type StoredPayload } from './payload-store.ts';
+import { alreadyConsumed, payloadStoreFor, type LookupColumn, type PayloadRow, type PayloadStore, type StoredPayload } from './payload-store.ts';
 
 const nowSeconds = () => Math.floor(Date.now() / 1000);
 
@@ -89,7 +89,7 @@ export class KnexAdapter implements Adapter {
     if (!changed) {
       const grantId = await this.#store.grantIdOf(this.#model, id);
       if (grantId) await this.revokeByGrantId(grantId);
-      throw new errors.InvalidGrant(`${this.#label} already consumed`);
+      throw new errors.InvalidGrant(alreadyConsumed(this.#model));
     }
   }
 
@@ -102,12 +102,6 @@ export class KnexAdapter implements Adapter {
   /** Removes every token, code and session entry of the grant, and the grant itself. */
   async revokeByGrantId(grantId: string): Promise<void> {
     await this.#store.revokeByGrantId(grantId);
-  }
-
-  get #label(): string {
-    return this.#model === 'AuthorizationCode' ? 'authorization code'
-      : this.#model === 'RefreshToken' ? 'refresh token'
-        : this.#model;
   }
 }
 

@@ -68,10 +68,16 @@ export class WritesNotStored extends Error {
   }
 }
 
+/** What a redemption of a code or refresh token found already used says: "refresh token already consumed". */
+export function alreadyConsumed(model: string): string {
+  const label = model === 'AuthorizationCode' ? 'authorization code' : model === 'RefreshToken' ? 'refresh token' : model;
+  return `${label} already consumed`;
+}
+
 /** What `redeemingIn` rejects with when another request redeemed the code or token first. */
 export class AlreadyRedeemed extends Error {
   constructor(readonly model: string) {
-    super(`${model} already consumed by another request`);
+    super(alreadyConsumed(model));
   }
 }
 

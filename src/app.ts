@@ -65,7 +65,7 @@ function storedTogether(store: PayloadStore, logger: Logger): Layer {
       if (err instanceof AlreadyRedeemed) {
         ctx.status = 400;
         ctx.set('Cache-Control', 'no-store');
-        ctx.body = { error: 'invalid_grant', error_description: `${err.model === 'AuthorizationCode' ? 'authorization code' : 'refresh token'} already consumed` };
+        ctx.body = { error: 'invalid_grant', error_description: err.message };
         return;
       }
       if (!(err instanceof WritesNotStored)) throw err;

@@ -212,6 +212,17 @@ describe('the SQLite store inside one redemption', () => {
     return { store, within };
   };
   const stored = (model: string, key: string) => outside.prepare('SELECT consumed_at FROM oidc_payloads WHERE model = ? AND id = ?').get(model, key) as { consumed_at: number | null } | undefined;
+  /** A request that redeems `token`, issues an access token `issued` of grant `grantId`, and ends when told to. */
+  const pausedRedemption = ({ store, within }: ReturnType<typeof storeOn>, token: string, issued: string, grantId: string) => {
+    let end!: () => void;
+    const told = new Promise<void>((resolve) => (end = resolve));
+    const done = within(true, async () => {
+      expect(await store.consume('RefreshToken', token, now())).toBe(true);
+      await store.upsert(row('AccessToken', issued, grantId));
+      await told;
+    });
+    return { done, end };
+  };
 
   it('stores the redemption and what the request wrote after it together, after it answered; nothing when it failed', async () => {
     const { store, within } = storeOn(dbs[0]!);
@@ -248,49 +259,39 @@ describe('the SQLite store inside one redemption', () => {
   });
 
   it('stores a redemption whole through Knex when a Knex transaction holds the connection at its end, out of that one\'s rollback', async () => {
-    const { store, within } = storeOn(dbs[0]!);
+    const server = storeOn(dbs[0]!);
     const [token, issued, key] = [id(), id(), id()];
-    await store.upsert(row('RefreshToken', token, 'g5'));
-    let answer!: () => void;
-    const redeemed = within(true, async () => {
-      expect(await store.consume('RefreshToken', token, now())).toBe(true);
-      await store.upsert(row('AccessToken', issued, 'g5'));
-      await new Promise<void>((resolve) => (answer = resolve));
-    });
+    await server.store.upsert(row('RefreshToken', token, 'g5'));
+    const redemption = pausedRedemption(server, token, issued, 'g5');
     await new Promise((resolve) => setTimeout(resolve, 10));
     await dbs[0]!.knex.transaction(async (trx) => {
       await trx('server_secrets').insert({ name: `rolled-back-${key}`, value: 'x' });
       // The request ends now: its writes wait for the connection, and join no transaction of Knex.
-      answer();
+      redemption.end();
       await new Promise((resolve) => setTimeout(resolve, 20));
       expect(stored('AccessToken', issued)).toBeUndefined();
       throw new Error('roll back');
     }).catch(() => {});
-    await redeemed;
+    await redemption.done;
     expect(stored('RefreshToken', token)?.consumed_at).not.toBeNull();
     expect(stored('AccessToken', issued)).toEqual({ consumed_at: null });
     expect(outside.prepare('SELECT name FROM server_secrets WHERE name = ?').get(`rolled-back-${key}`)).toBeUndefined();
   });
 
   it('lets the first of two requests that redeemed one token at once in the same process to end win, and refuses the other', async () => {
-    const { store, within } = storeOn(dbs[0]!);
+    const server = storeOn(dbs[0]!);
     const [token, issued] = [id(), id()];
-    await store.upsert(row('RefreshToken', token, 'g3'));
-    let finish!: () => void;
-    const first = within(true, async () => {
-      expect(await store.consume('RefreshToken', token, now())).toBe(true);
-      await store.upsert(row('AccessToken', issued, 'g3'));
-      await new Promise<void>((resolve) => (finish = resolve));
-    });
+    await server.store.upsert(row('RefreshToken', token, 'g3'));
+    const first = pausedRedemption(server, token, issued, 'g3');
     await new Promise((resolve) => setTimeout(resolve, 10));
     // Both found it unused; the one that ends first stores its redemption and wins.
-    await within(true, async () => {
-      expect(await store.consume('RefreshToken', token, now())).toBe(true);
+    await server.within(true, async () => {
+      expect(await server.store.consume('RefreshToken', token, now())).toBe(true);
     });
     expect(stored('RefreshToken', token)?.consumed_at).not.toBeNull();
-    finish();
+    first.end();
     // The other finds it used at its end: it stores nothing it issued, and revokes the grant.
-    await expect(first).rejects.toBeInstanceOf(AlreadyRedeemed);
+    await expect(first.done).rejects.toBeInstanceOf(AlreadyRedeemed);
     expect(stored('AccessToken', issued)).toBeUndefined();
     expect(stored('RefreshToken', token)).toBeUndefined();
   });
@@ -299,26 +300,16 @@ describe('the SQLite store inside one redemption', () => {
     const [a, b] = [storeOn(dbs[0]!), storeOn(dbs[1]!)];
     const [token, issuedByA, issuedByB] = [id(), id(), id()];
     await a.store.upsert(row('RefreshToken', token, 'g4'));
-    let finishA!: () => void;
-    const first = a.within(true, async () => {
-      expect(await a.store.consume('RefreshToken', token, now())).toBe(true);
-      await a.store.upsert(row('AccessToken', issuedByA, 'g4'));
-      await new Promise<void>((resolve) => (finishA = resolve));
-    });
+    const first = pausedRedemption(a, token, issuedByA, 'g4');
     await new Promise((resolve) => setTimeout(resolve, 10));
     // The other process finds the token unused too: neither has stored its redemption yet.
-    let finishB!: () => void;
-    const second = b.within(true, async () => {
-      expect(await b.store.consume('RefreshToken', token, now())).toBe(true);
-      await b.store.upsert(row('AccessToken', issuedByB, 'g4'));
-      await new Promise<void>((resolve) => (finishB = resolve));
-    });
+    const second = pausedRedemption(b, token, issuedByB, 'g4');
     await new Promise((resolve) => setTimeout(resolve, 10));
-    finishA();
-    await first;
+    first.end();
+    await first.done;
     expect(stored('AccessToken', issuedByA)).toEqual({ consumed_at: null });
-    finishB();
-    await expect(second).rejects.toBeInstanceOf(AlreadyRedeemed);
+    second.end();
+    await expect(second.done).rejects.toBeInstanceOf(AlreadyRedeemed);
     // B stored nothing it issued, and revoked the grant: A's token goes too, as for any reuse.
     expect(stored('AccessToken', issuedByB)).toBeUndefined();
     expect(stored('AccessToken', issuedByA)).toBeUndefined();
