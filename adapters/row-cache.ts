@@ -4,7 +4,7 @@ export interface CachedRow extends StoredPayload {
   grant_id: string | null;
 }
 
-const MAX_ROWS = 5_000;
+export const MAX_ROWS = 5_000;
 
 /**
  * Rows this process read lately, so that reading a token again (introspection of the same token,
@@ -19,42 +19,59 @@ const MAX_ROWS = 5_000;
  * dropped, not kept with its consumed mark: it is read again only when someone replays it, and
  * then from the database, which says it was consumed. Dropping it cut V8's promotion to its old
  * generation during a refresh_token run by a third.
- * Bounded: the rows cached longest ago go first (a hit does not reorder the cache, which would
- * cost two more Map operations on every lookup); a row evicted while still in use is read again.
+ * Bounded: past MAX_ROWS in all, the row the largest model cached longest ago goes (a hit does not
+ * reorder the cache, which would cost two more Map operations on every lookup); a row evicted while
+ * still in use is read again.
  */
 export function createRowCache() {
+  // One map of rows per model, keyed by id. Introspection looks one token up in three models: the
+  // same id string each time, whose hash V8 computes once and keeps, where a key made of model and
+  // id would be a new string to build and hash on every lookup.
   // null: known not to exist (introspection looks a token up in several models; most miss).
-  const rows = new Map<string, CachedRow | null>();
+  const models = new Map<string, Map<string, CachedRow | null>>();
+  let size = 0;
   let version: number | undefined;
-  const key = (model: string, id: string) => `${model}\u0000${id}`;
   const sync = (current: number) => {
     if (current !== version) {
-      rows.clear();
+      models.clear();
+      size = 0;
       version = current;
     }
+  };
+  const forget = (rows: Map<string, CachedRow | null> | undefined, id: string) => {
+    if (rows?.delete(id)) size -= 1;
+  };
+  // The model with the most rows gives up the one it cached longest ago: a model read often but
+  // with few distinct rows (grants) keeps them beside one with many (tokens introspected once).
+  const evictFromLargest = () => {
+    let largest: Map<string, CachedRow | null> | undefined;
+    for (const rows of models.values()) if (!largest || rows.size > largest.size) largest = rows;
+    forget(largest, largest!.keys().next().value!);
   };
 
   return {
     /** The row, null when it is known not to exist, undefined when it must be read. */
     get(model: string, id: string, current: number): CachedRow | null | undefined {
       sync(current);
-      return rows.get(key(model, id));
+      return models.get(model)?.get(id);
     },
     set(model: string, id: string, row: CachedRow | null, current: number): void {
       sync(current);
-      const k = key(model, id);
-      rows.delete(k);
-      rows.set(k, row);
-      if (rows.size > MAX_ROWS) rows.delete(rows.keys().next().value!);
+      let rows = models.get(model);
+      if (!rows) models.set(model, (rows = new Map()));
+      forget(rows, id);
+      rows.set(id, row);
+      size += 1;
+      if (size > MAX_ROWS) evictFromLargest();
     },
     /** After this process committed an upsert, a consume or a delete: read the row again when asked for. */
     written(model: string, id: string): void {
-      rows.delete(key(model, id));
+      forget(models.get(model), id);
     },
     /** Rare (logout, code or refresh-token reuse): a scan is cheaper than keeping an index. */
     grantRevoked(grantId: string): void {
-      rows.delete(key('Grant', grantId));
-      for (const [k, row] of rows) if (row?.grant_id === grantId) rows.delete(k);
+      forget(models.get('Grant'), grantId);
+      for (const rows of models.values()) for (const [id, row] of rows) if (row?.grant_id === grantId) forget(rows, id);
     },
   };
 }

@@ -59,6 +59,8 @@ const NONE: ReadonlySet<string> = new Set();
  * values: on its own for a form that is handed on as it came (the token endpoint's).
  */
 export function checkFormFields(raw: string, repeatable = NONE): void {
+  // One field (introspection's and revocation's usual `token=...`) cannot repeat.
+  if (!raw.includes('&')) return;
   const names = new Set<string>();
   for (const pair of raw.split('&')) {
     if (pair === '') continue;
