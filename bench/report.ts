@@ -165,7 +165,8 @@ ${rss}
 - p99 @½ is timed by a separate small process (bench/paced-client.mjs; below 4,000 requests a second it sleeps between sends rather than keep the core it shares with PostgreSQL busy), while the other targets' servers are stopped (SIGSTOP) so that their timers and garbage collections do not take the measured server's core; so is the authorization server during the API rows that the companion API answers without it (JWTs, API keys), and the companion API during the authorization server's own rows. A row's notes say when the measured server made a full garbage collection, or paused 5 ms or more for one, during its paced run. "steal @½" is the share of
   the machine's CPU time the hypervisor gave to other guests during that run (/proc/stat): while
   the virtual CPUs are taken away, every process stalls, and one stall of tens of milliseconds
-  decides the p99 of a 3 s run. On a quiet host even H shows 1-3 ms there.
+  decides the p99 of a 3 s run. On a quiet host even H shows 1-3 ms there. A row's notes give the
+  time the servers' core itself was taken away during its paced run, when it was 10 ms or more.
 ${defs}
 `;
 }

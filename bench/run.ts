@@ -18,7 +18,7 @@ import { combine, runLoad, type LoadPlan, type LoadResult } from './load.ts';
 import { runPaced, type PacedResult } from './paced.ts';
 import type { Collections, TokenMode } from './protocol.ts';
 import { addRatios, evaluateGoals, machine, markdown, textTable, type Report, type Row } from './report.ts';
-import { BENCH_NICE, cpus, killAllNow, othersCpuMeter, pinLocalPostgres, pinSelf, raisePriority, specFor, startServer, stealMeter, targetLabels, waitUntilIdle, type RunningServer } from './targets.ts';
+import { BENCH_NICE, cpus, killAllNow, othersCpuMeter, pinLocalPostgres, pinSelf, raisePriority, serverCoreStealMeter, specFor, startServer, stealMeter, targetLabels, waitUntilIdle, type RunningServer } from './targets.ts';
 
 const benchDir = path.dirname(fileURLToPath(import.meta.url));
 const { values: args } = parseArgs({
@@ -170,7 +170,7 @@ async function main(): Promise<void> {
     const summary: string[] = [];
     for (const [i, { target, own, load }] of measured.entries()) {
       const { result: full, peakRssMb, redone } = results[i]!;
-      const { half, failed, stealHalf, othersMs, repeated, collections } = target === 'H' ? {} : await measureHalfLoad(load, full.rps / 2, target === 'postgres', own);
+      const { half, failed, stealHalf, stolenMs, othersMs, repeated, collections } = target === 'H' ? {} : await measureHalfLoad(load, full.rps / 2, target === 'postgres', own);
       rows.push({
         endpoint: endpoint.id,
         label: endpoint.label,
@@ -196,6 +196,7 @@ async function main(): Promise<void> {
           half && half.longestPause >= CLIENT_STALL_NOTED_MS ? `the paced client itself stalled ${half.longestPause.toFixed(0)} ms` : undefined,
           half && half.longestSilence >= SERVER_NOTED_MS ? `@½ the server answered nothing for ${half.longestSilence.toFixed(0)} ms with requests in flight` : undefined,
           half && half.longestWait >= SERVER_NOTED_MS ? `@½ the server fell behind the offered rate: a request waited ${half.longestWait.toFixed(0)} ms for a free connection` : undefined,
+          stolenMs !== undefined && stolenMs >= SERVER_NOTED_MS ? `@½ the hypervisor took the server's core for ${stolenMs} ms (steal)` : undefined,
           collections && (collections.full > 0 || collections.longestPauseMs >= GC_PAUSE_NOTED_MS) ? `@½ the server's longest GC pause: ${collections.longestPauseMs.toFixed(0)} ms (${collections.full} full collection${collections.full === 1 ? '' : 's'})` : undefined,
           othersMs !== undefined && othersMs >= settings.redoPacedOthersMs ? `other processes used ${othersMs.toFixed(0)} ms of CPU @½` : undefined,
         ].filter(Boolean).join('; ') || undefined,
@@ -253,10 +254,11 @@ async function main(): Promise<void> {
  * about a minute after its start) otherwise took the core from the measured server. Only `own`
  * (the processes the row needs: see main) run.
  */
-async function measureHalfLoad(load: LoadPlan, rate: number, postgresIsOurs: boolean, own: RunningServer[]): Promise<{ half?: PacedResult; failed?: string; stealHalf?: number; othersMs?: number; repeated: string[]; collections?: Collections }> {
+async function measureHalfLoad(load: LoadPlan, rate: number, postgresIsOurs: boolean, own: RunningServer[]): Promise<{ half?: PacedResult; failed?: string; stealHalf?: number; stolenMs?: number; othersMs?: number; repeated: string[]; collections?: Collections }> {
   const repeated: string[] = [];
   for (;;) {
     const steal = stealMeter();
+    const stolen = serverCoreStealMeter();
     const others = othersCpuMeter(servers.values());
     const idle = [...servers.values()].filter((s) => !own.includes(s));
     await Promise.all(idle.map((s) => s.pause()));
@@ -283,7 +285,7 @@ async function measureHalfLoad(load: LoadPlan, rate: number, postgresIsOurs: boo
       repeated.push(why);
       continue;
     }
-    return { half, stealHalf: steal(), othersMs, repeated, collections };
+    return { half, stealHalf: steal(), stolenMs: stolen(), othersMs, repeated, collections };
   }
 }
 

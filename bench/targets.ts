@@ -240,6 +240,17 @@ export async function startServer(name: string, spec: ServerSpec): Promise<Runni
   };
 }
 
+/** A line of /proc/stat ('cpu' for the machine, 'cpu0' for one core): its first 8 fields. */
+function procStat(line: string): number[] | undefined {
+  try {
+    // cpu  user nice system idle iowait irq softirq steal ...
+    const found = readFileSync('/proc/stat', 'utf8').split('\n').find((l) => l.startsWith(`${line} `));
+    return found?.trim().split(/\s+/).slice(1, 9).map(Number);
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Starts measuring the share of this machine's CPU time the hypervisor gave to other guests
  * ("steal", /proc/stat): while it is high, every process here stalls, whatever it runs. Returns a
@@ -247,19 +258,31 @@ export async function startServer(name: string, spec: ServerSpec): Promise<Runni
  */
 export function stealMeter(): () => number | undefined {
   const read = () => {
-    try {
-      // cpu  user nice system idle iowait irq softirq steal ...
-      const fields = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
-      return { steal: fields[7]!, total: fields.reduce((a, b) => a + b, 0) };
-    } catch {
-      return undefined;
-    }
+    const fields = procStat('cpu');
+    return fields && { steal: fields[7]!, total: fields.reduce((a, b) => a + b, 0) };
   };
   const start = read();
   return () => {
     const end = read();
     if (!start || !end || end.total === start.total) return undefined;
     return (100 * (end.steal - start.steal)) / (end.total - start.total);
+  };
+}
+
+// /proc/stat counts in USER_HZ ticks, 100 a second on Linux whatever the kernel's own HZ.
+const MS_PER_TICK = 10;
+
+/**
+ * Starts measuring the time the hypervisor took the servers' core away (its steal, /proc/stat, in
+ * steps of 10 ms): the server does nothing meanwhile, and the requests in flight wait. Returns a
+ * reading in ms since the start, undefined where /proc/stat is missing or nothing is pinned.
+ */
+export function serverCoreStealMeter(): () => number | undefined {
+  const read = () => (cpus ? procStat(`cpu${cpus.server}`)?.[7] : undefined);
+  const start = read();
+  return () => {
+    const end = read();
+    return start === undefined || end === undefined ? undefined : (end - start) * MS_PER_TICK;
   };
 }
 
