@@ -35,10 +35,12 @@ const { values: args } = parseArgs({
 const quick = args.quick || process.env.BENCH_QUICK === '1';
 const settings = {
   connections: Number(args.connections ?? 16),
-  seconds: Number(args.seconds ?? (quick ? 2 : 6)),
+  seconds: Number(args.seconds ?? (quick ? 2 : 5)),
   warmupSeconds: quick ? 0.5 : 1,
-  // A row's seconds are spread over rounds, its targets and H taking turns (see measureTogether).
-  rounds: quick ? 4 : 6,
+  // A row's seconds are spread over rounds, its targets and H taking turns (see measureTogether),
+  // after as many turns of one round that are not measured.
+  rounds: quick ? 4 : 5,
+  unmeasuredRounds: 1,
   halfLoadSeconds: quick ? 1.5 : 3,
   // A throughput turn during which processes outside the benchmark took this much CPU (ms a second
   // of the turn; a quiet turn here: 0-40) is run again, at most `redoneTurnsPerRow` times a row.
@@ -298,29 +300,38 @@ function combineCollections(each: (Collections | undefined)[]): Collections | un
 /**
  * Runs several loads for `settings.seconds` each, not one after the other but in rounds, taking
  * turns (in reverse order every other round) after a warm-up each: on a shared machine whose speed
- * drifts over minutes, numbers measured side by side are what can be compared. A turn in which
+ * drifts over minutes, numbers measured side by side are what can be compared. The first
+ * `unmeasuredRounds` are not measured: with the warm-ups alone, each target's first turn (the
+ * first round's) ran at 0.34-0.95 of its later turns' rate on one machine here, H's too, and not
+ * by the same factor for each target (0.52, 0.41 and 0.75 in one row); after three times as long a
+ * warm-up, at 0.77-1.12. The turns of a round then follow. A turn in which
  * processes outside the benchmark took `redoTurnOthersMsPerSecond` of CPU is thrown away and run
  * again (`redoneTurnsPerRow` at most); `postgresIsOurs[i]`: load i's PostgreSQL is no outsider.
  * `answering[i]` is the process whose peak memory load i reports (loads past its end report none).
  */
 async function measureTogether(loads: LoadPlan[], answering: RunningServer[], postgresIsOurs: boolean[]): Promise<{ result: LoadResult; peakRssMb?: number; redone: number[] }[]> {
   for (const load of loads) await runLoad(load, { connections: settings.connections, seconds: settings.warmupSeconds });
-  for (const server of answering) server.resetPeakRss();
-  for (const load of loads) load.resetSummary?.();
   const runs: LoadResult[][] = loads.map(() => []);
   const redone: number[][] = loads.map(() => []);
-  const rounds = loads.some((load) => load.indivisible) ? 1 : settings.rounds;
+  const indivisible = loads.some((load) => load.indivisible);
+  const rounds = indivisible ? 1 : settings.rounds;
+  const unmeasured = indivisible ? 0 : settings.unmeasuredRounds;
   const turn = settings.seconds / rounds;
   let redoesLeft = rounds > 1 ? settings.redoneTurnsPerRow : 0;
   // One lap a turn: the turns follow each other directly.
   const others = othersCpuMeter(servers.values());
-  for (let round = 0; round < rounds; round += 1) {
+  for (let round = -unmeasured; round < rounds; round += 1) {
+    if (round === 0) {
+      for (const server of answering) server.resetPeakRss();
+      for (const load of loads) load.resetSummary?.();
+    }
     const order = loads.map((_, i) => i);
-    if (round % 2 === 1) order.reverse();
+    if ((round + unmeasured) % 2 === 1) order.reverse();
     for (const i of order) {
       for (;;) {
         const result = await runLoad(loads[i]!, { connections: settings.connections, seconds: turn });
         const othersMs = others.lap(postgresIsOurs[i] === true);
+        if (round < 0) break;
         // Another process's burst took its CPU from this turn's server or load generator, and
         // not from the other targets' turns: measured again, the turns compare like with like.
         if (othersMs !== undefined && othersMs >= settings.redoTurnOthersMsPerSecond * turn && redoesLeft > 0) {
