@@ -37,8 +37,8 @@ const settings = {
   connections: Number(args.connections ?? 16),
   seconds: Number(args.seconds ?? (quick ? 2 : 5)),
   warmupSeconds: quick ? 0.5 : 1,
-  // A row's seconds are spread over rounds, its targets and H taking turns (see measureTogether),
-  // after as many turns of one round that are not measured.
+  // A row's seconds are spread over rounds, its targets and H taking turns, after rounds of the
+  // same turns that are not measured (see measureTogether).
   rounds: quick ? 4 : 5,
   unmeasuredRounds: 1,
   halfLoadSeconds: quick ? 1.5 : 3,
@@ -304,7 +304,7 @@ function combineCollections(each: (Collections | undefined)[]): Collections | un
  * `unmeasuredRounds` are not measured: with the warm-ups alone, each target's first turn (the
  * first round's) ran at 0.34-0.95 of its later turns' rate on one machine here, H's too, and not
  * by the same factor for each target (0.52, 0.41 and 0.75 in one row); after three times as long a
- * warm-up, at 0.77-1.12. The turns of a round then follow. A turn in which
+ * warm-up, at 0.77-1.12. A measured turn in which
  * processes outside the benchmark took `redoTurnOthersMsPerSecond` of CPU is thrown away and run
  * again (`redoneTurnsPerRow` at most); `postgresIsOurs[i]`: load i's PostgreSQL is no outsider.
  * `answering[i]` is the process whose peak memory load i reports (loads past its end report none).
