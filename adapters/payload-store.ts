@@ -481,7 +481,7 @@ function sqliteStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore {
   /** Whether the row exists and is not consumed, as committed now. */
   const unconsumed = async (model: string, id: string): Promise<boolean> => {
     const s = statement('consumedAt');
-    const row = (s ? s.get(model, id) : await knex(TABLE).first('consumed_at').where({ model, id })) as { consumed_at: unknown } | undefined;
+    const row = (s ? s.get(model, id) : await viaKnex.find(model, 'id', id)) as { consumed_at: unknown } | undefined;
     return row !== undefined && row.consumed_at === null;
   };
   /** Holds a write of a request that redeemed something, for its end; false outside one. */

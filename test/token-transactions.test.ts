@@ -278,6 +278,28 @@ describe('the SQLite store inside one redemption', () => {
     expect(outside.prepare('SELECT name FROM server_secrets WHERE name = ?').get(`rolled-back-${key}`)).toBeUndefined();
   });
 
+  it('reads whether a token is unused through Knex while a Knex transaction holds the connection: a used one is refused, an unused one claimed', async () => {
+    const { store, within } = storeOn(dbs[0]!);
+    const [used, unused] = [id(), id()];
+    await store.upsert(row('RefreshToken', used, 'g6'));
+    await store.upsert(row('RefreshToken', unused, 'g7'));
+    expect(await store.consume('RefreshToken', used, now())).toBe(true);
+    const claims: Record<string, boolean> = {};
+    let requests: Promise<unknown> = Promise.resolve();
+    await dbs[0]!.knex.transaction(async (trx) => {
+      await trx('oidc_payloads').first('id');
+      requests = Promise.all([used, unused].map((token) => within(true, async () => {
+        claims[token] = await store.consume('RefreshToken', token, now());
+      })));
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      // Both wait for the connection, as any query through Knex.
+      expect(claims).toEqual({});
+    });
+    await requests;
+    expect(claims).toEqual({ [used]: false, [unused]: true });
+    expect(stored('RefreshToken', unused)?.consumed_at).not.toBeNull();
+  });
+
   it('lets the first of two requests that redeemed one token at once in the same process to end win, and refuses the other', async () => {
     const server = storeOn(dbs[0]!);
     const [token, issued] = [id(), id()];
