@@ -8,6 +8,8 @@ export interface Row {
   target: TargetId;
   targetLabel: string;
   rps: number;
+  /** req/s of each measured turn, one a round in the order the rounds ran. */
+  turnRps?: number[];
   p50: number;
   p99: number;
   /** p99 at half of this row's maximum throughput (rate-limited run). */
@@ -24,6 +26,8 @@ export interface Row {
   hRps?: number;
   vsH?: number;
   vsPeer?: number;
+  /** The ratio to the peer in each round alone: how far one turn moved the row's ratio. */
+  vsPeerByRound?: number[];
 }
 
 export interface Goal {
@@ -56,7 +60,12 @@ export function addRatios(rows: Row[]): void {
     if (row.target === 'H') continue;
     if (row.hRps) row.vsH = row.rps / row.hRps;
     const peer = rows.find((r) => r.endpoint === row.endpoint && r.target === 'peer');
-    if (peer && row.target !== 'peer') row.vsPeer = row.rps / peer.rps;
+    if (!peer || row.target === 'peer') continue;
+    row.vsPeer = row.rps / peer.rps;
+    const mine = row.turnRps;
+    const theirs = peer.turnRps;
+    // The same rounds, side by side (the flow row's one turn has no rounds to compare).
+    if (mine && theirs && mine.length === theirs.length && mine.length > 1) row.vsPeerByRound = mine.map((rps, i) => rps / theirs[i]!);
   }
 }
 
@@ -99,20 +108,21 @@ export function evaluateGoals(rows: Row[], rssAfter: Record<string, number>): Go
   ];
 }
 
-const HEADER = ['endpoint', 'target', 'req/s', 'p50 ms', 'p99 ms', 'p99 @½ ms', 'steal @½', 'peak RSS MB', 'x H', 'x peer', 'failed', 'notes'];
+const HEADER = ['endpoint', 'target', 'req/s', 'p50 ms', 'p99 ms', 'p99 @½ ms', 'steal @½', 'peak RSS MB', 'x H', 'x peer', 'x peer by round', 'failed', 'notes'];
+const range = (values: number[] | undefined) => (values ? `${Math.min(...values).toFixed(2)}-${Math.max(...values).toFixed(2)}` : '–');
 const percent = (n: number | undefined) => (n === undefined ? '–' : `${n.toFixed(0)}%`);
 
 function cells(r: Row): string[] {
   return [
     r.label, r.targetLabel, fixed(r.rps), ms(r.p50), ms(r.p99), r.pacedFailed ? 'failed' : ms(r.p99Half), percent(r.stealHalf), fixed(r.peakRssMb),
-    ratio(r.vsH), ratio(r.vsPeer), r.failures ? `${r.failures}/${r.requests}` : '0', r.note ?? '',
+    ratio(r.vsH), ratio(r.vsPeer), range(r.vsPeerByRound), r.failures ? `${r.failures}/${r.requests}` : '0', r.note ?? '',
   ];
 }
 
 export function textTable(rows: Row[]): string {
   const all = [HEADER, ...rows.map(cells)];
   const widths = HEADER.map((_, i) => Math.max(...all.map((c) => c[i]!.length)));
-  const numeric = new Set([2, 3, 4, 5, 6, 7, 8, 9, 10]);
+  const numeric = new Set([2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
   return all
     .map((c, line) => c.map((v, i) => (numeric.has(i) && line > 0 ? v.padStart(widths[i]!) : v.padEnd(widths[i]!))).join('  ').trimEnd())
     .join('\n');
@@ -121,7 +131,7 @@ export function textTable(rows: Row[]): string {
 export function markdown(report: Report): string {
   const table = [
     `| ${HEADER.join(' | ')} |`,
-    `|${HEADER.map((_, i) => (i >= 2 && i <= 10 ? '---:' : '---')).join('|')}|`,
+    `|${HEADER.map((_, i) => (i >= 2 && i <= 11 ? '---:' : '---')).join('|')}|`,
     ...report.rows.map((r) => `| ${cells(r).join(' | ')} |`),
   ].join('\n');
   const goals = report.goals.map((g) => `| ${g.goal} | ${g.value} | ${g.met === undefined ? 'not measured' : g.met ? 'met' : '**not met**'} |`).join('\n');
@@ -157,6 +167,7 @@ ${rss}
 
 - Every server runs in its own process, pinned to one core; the load generator runs on the other.
 - Latchkey's authorization server and its companion API run as two processes sharing one database, as \`latchkey api\` runs beside the authorization server, both with LOG_LEVEL=warn; the peer writes no logs either. The API rows' peak RSS is the API process's.
+- "x peer by round" is the lowest and highest ratio to the peer over the rounds, each target's turn against the peer's turn of the same round: how far a single turn moved the row's ratio. Every turn's req/s is in results.json (\`turnRps\`).
 - Latency is measured per response by the load generator (every status, sub-millisecond); "failed" counts responses with an unexpected status, errors and timeouts.
 - Peak RSS is the server process's high-water mark during that row's turns (Linux clear_refs), in
   MiB. The authorization-code flow hashes passwords with scrypt (32 MiB each, several at once on

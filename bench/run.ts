@@ -171,7 +171,7 @@ async function main(): Promise<void> {
     const hRps = reference ? results.at(-1)!.result.rps : undefined;
     const summary: string[] = [];
     for (const [i, { target, own, load }] of measured.entries()) {
-      const { result: full, peakRssMb, redone } = results[i]!;
+      const { result: full, turnRps, peakRssMb, redone } = results[i]!;
       const { half, failed, stealHalf, stolenMs, othersMs, repeated, collections } = target === 'H' ? {} : await measureHalfLoad(load, full.rps / 2, target === 'postgres', own);
       rows.push({
         endpoint: endpoint.id,
@@ -179,6 +179,7 @@ async function main(): Promise<void> {
         target,
         targetLabel: targetLabels[target],
         rps: full.rps,
+        turnRps,
         p50: full.p50,
         p99: full.p99,
         p99Half: half?.p99,
@@ -309,7 +310,7 @@ function combineCollections(each: (Collections | undefined)[]): Collections | un
  * again (`redoneTurnsPerRow` at most); `postgresIsOurs[i]`: load i's PostgreSQL is no outsider.
  * `answering[i]` is the process whose peak memory load i reports (loads past its end report none).
  */
-async function measureTogether(loads: LoadPlan[], answering: RunningServer[], postgresIsOurs: boolean[]): Promise<{ result: LoadResult; peakRssMb?: number; redone: number[] }[]> {
+async function measureTogether(loads: LoadPlan[], answering: RunningServer[], postgresIsOurs: boolean[]): Promise<{ result: LoadResult; turnRps: number[]; peakRssMb?: number; redone: number[] }[]> {
   for (const load of loads) await runLoad(load, { connections: settings.connections, seconds: settings.warmupSeconds });
   const runs: LoadResult[][] = loads.map(() => []);
   const redone: number[][] = loads.map(() => []);
@@ -344,7 +345,7 @@ async function measureTogether(loads: LoadPlan[], answering: RunningServer[], po
       }
     }
   }
-  return runs.map((r, i) => ({ result: combine(r), peakRssMb: answering[i]?.rss()?.peak, redone: redone[i]! }));
+  return runs.map((r, i) => ({ result: combine(r), turnRps: r.map((turnResult) => turnResult.rps), peakRssMb: answering[i]?.rss()?.peak, redone: redone[i]! }));
 }
 
 try {
