@@ -109,6 +109,8 @@ export function evaluateGoals(rows: Row[], rssAfter: Record<string, number>): Go
 }
 
 const HEADER = ['endpoint', 'target', 'req/s', 'p50 ms', 'p99 ms', 'p99 @½ ms', 'steal @½', 'peak RSS MB', 'x H', 'x peer', 'x peer by round', 'failed', 'notes'];
+/** The columns from req/s to failed hold numbers: right-aligned in both tables. */
+const NUMERIC_COLUMNS = new Set(HEADER.map((_, i) => i).filter((i) => i >= HEADER.indexOf('req/s') && i <= HEADER.indexOf('failed')));
 const range = (values: number[] | undefined) => (values ? `${Math.min(...values).toFixed(2)}-${Math.max(...values).toFixed(2)}` : '–');
 const percent = (n: number | undefined) => (n === undefined ? '–' : `${n.toFixed(0)}%`);
 
@@ -122,16 +124,15 @@ function cells(r: Row): string[] {
 export function textTable(rows: Row[]): string {
   const all = [HEADER, ...rows.map(cells)];
   const widths = HEADER.map((_, i) => Math.max(...all.map((c) => c[i]!.length)));
-  const numeric = new Set([2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
   return all
-    .map((c, line) => c.map((v, i) => (numeric.has(i) && line > 0 ? v.padStart(widths[i]!) : v.padEnd(widths[i]!))).join('  ').trimEnd())
+    .map((c, line) => c.map((v, i) => (NUMERIC_COLUMNS.has(i) && line > 0 ? v.padStart(widths[i]!) : v.padEnd(widths[i]!))).join('  ').trimEnd())
     .join('\n');
 }
 
 export function markdown(report: Report): string {
   const table = [
     `| ${HEADER.join(' | ')} |`,
-    `|${HEADER.map((_, i) => (i >= 2 && i <= 11 ? '---:' : '---')).join('|')}|`,
+    `|${HEADER.map((_, i) => (NUMERIC_COLUMNS.has(i) ? '---:' : '---')).join('|')}|`,
     ...report.rows.map((r) => `| ${cells(r).join(' | ')} |`),
   ].join('\n');
   const goals = report.goals.map((g) => `| ${g.goal} | ${g.value} | ${g.met === undefined ? 'not measured' : g.met ? 'met' : '**not met**'} |`).join('\n');
