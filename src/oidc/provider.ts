@@ -8,6 +8,7 @@ import { renderPage } from '../http/views.ts';
 import type { Logger } from '../logger.ts';
 import { findClientsByStoredObject } from './client-instances.ts';
 import { externalSigningFeature, nodeSigningKeys } from './node-signing.ts';
+import { issueTokenIdsInOrder } from './token-ids.ts';
 
 export const routes = {
   authorization: '/oauth/authorize',
@@ -181,6 +182,7 @@ export function createProvider({ config, db, users, jwks, cookieKeys, logger }: 
   const provider = new Provider(config.issuer, configuration);
   provider.proxy = config.trustProxy;
   findClientsByStoredObject(provider);
+  issueTokenIdsInOrder(provider);
 
   // The token endpoint answers invalid_grant with a generic description and keeps the reason
   // ("PKCE verification failed", "authorization code already consumed") to itself; developers
