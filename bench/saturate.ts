@@ -25,9 +25,14 @@ const { values: args } = parseArgs({
     seconds: { type: 'string', default: '3' },
   },
 });
-const rounds = Math.max(3, Number(args.rounds));
 const WARM_ROUNDS = 2;
 const TARGETS: readonly TargetId[] = ['peer', 'sqlite'];
+const rounds = Number(args.rounds);
+const seconds = Number(args.seconds);
+if (!Number.isInteger(rounds) || rounds <= WARM_ROUNDS || !Number.isInteger(seconds) || seconds < 1) {
+  process.stderr.write(`--rounds must be a whole number above ${WARM_ROUNDS} (the first ${WARM_ROUNDS} are warm-up) and --seconds a whole number of at least 1\n`);
+  process.exit(2);
+}
 
 if (spawnSync('wrk', ['--version']).error) {
   process.stderr.write('wrk is not installed (Debian: apt-get install wrk)\n');
@@ -49,8 +54,9 @@ interface Turn {
 }
 
 function runWrk(server: RunningServer, url: string, script: string): Turn {
-  const before = server.cpuMs()!;
-  const command = ['wrk', '-t1', '-c16', `-d${args.seconds}s`, '-s', script, url];
+  const before = server.cpuMs();
+  if (before === undefined) throw new Error('the servers\' CPU time is read from /proc: Linux only');
+  const command = ['wrk', '-t1', '-c16', `-d${seconds}s`, '-s', script, url];
   const run = spawnSync(cpus ? 'taskset' : command[0]!, cpus ? ['-c', cpus.load, ...command] : command.slice(1), { encoding: 'utf8' });
   const cpuMs = server.cpuMs()! - before;
   const requests = Number(/(\d+) requests in/.exec(run.stdout)?.[1]);
@@ -67,6 +73,7 @@ async function main(): Promise<void> {
   for (const id of args.only!.split(',')) {
     const endpoint = endpoints.find((e) => e.id === id);
     if (!endpoint) throw new Error(`unknown row ${id} (rows: ${endpoints.map((e) => e.id).join(', ')})`);
+    if (endpoint.companionApi || !TARGETS.every((t) => endpoint.targets.includes(t))) throw new Error(`${id}: not served by both the peer and Latchkey's authorization server`);
     const servers = new Map<TargetId, { server: RunningServer; url: string; script: string }>();
     try {
       for (const target of TARGETS) {
@@ -100,7 +107,7 @@ async function main(): Promise<void> {
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   for (const row of rows) process.stdout.write(`${row.map((cell, i) => cell.padEnd(widths[i]!)).join('  ')}\n`);
-  process.stdout.write(`\nmedians of rounds ${WARM_ROUNDS + 1}-${rounds}, ${args.seconds} s turns; "x peer (CPU)" is the peer's CPU time per request over Latchkey's\n`);
+  process.stdout.write(`\nmedians of rounds ${WARM_ROUNDS + 1}-${rounds}, ${seconds} s turns; "x peer (CPU)" is the peer's CPU time per request over Latchkey's\n`);
 }
 
 main().catch((err: Error) => {
