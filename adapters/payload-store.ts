@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 import Provider from 'oidc-provider';
-import { beginPgTransaction, pgStatements, type PgTransaction } from '../src/db/pg-statements.ts';
+import { beginPgTransaction, pgStatements } from '../src/db/pg-statements.ts';
 import { writeGateOf } from '../src/db/knex.ts';
 import { isBetterSqlite, sqliteStatements, type Statement } from '../src/db/sqlite-statements.ts';
 import type { ChangeSignal } from './client-cache.ts';
@@ -54,9 +54,9 @@ export interface PayloadStore {
    * be stored (what the response would have issued was not), and with AlreadyRedeemed when another
    * request redeemed the same code or token first (the grant is then revoked, as for any reuse).
    *
-   * PostgreSQL: one transaction, opened by the consume (whose row lock makes a second redemption
-   * wait for the first to end). SQLite: the consume and the writes after it wait in the request,
-   * and go in one savepoint of a group commit (sqliteStore).
+   * The consume and the writes after it wait in the request, and go to the database together at
+   * its end: on PostgreSQL as one statement or one transaction (postgresStore), on SQLite in one
+   * savepoint of a group commit (sqliteStore).
    */
   redeemingIn(request: object, respond: () => Promise<unknown>, succeeded: () => boolean): Promise<void>;
 }
@@ -117,15 +117,29 @@ function knexStore(knex: Knex): PayloadStore {
 // The same queries in PostgreSQL's placeholders, as named statements: each connection parses and
 // plans one once, then only binds and executes it.
 const COLUMNS = 7;
-/** An upsert of `n` rows in one statement: ($1..$7), ($8..$14), ... */
-const pgUpsert = (n: number) => `INSERT INTO ${TABLE} (model, id, payload, grant_id, user_code, uid, expires_at, consumed_at)
-    VALUES ${Array.from({ length: n }, (_, row) => `(${Array.from({ length: COLUMNS }, (_, c) => `$${row * COLUMNS + c + 1}`).join(', ')}, NULL)`).join(', ')}
-    ON CONFLICT (model, id) DO UPDATE SET payload = excluded.payload, grant_id = excluded.grant_id,
+/** ($first..$first+6), ... for `n` rows in a VALUES list (expires_at typed: the list is not the table). */
+const pgRows = (n: number, first: number) => Array.from({ length: n }, (_, row) => `(${Array.from({ length: COLUMNS }, (_, c) => `$${first + row * COLUMNS + c}${c === COLUMNS - 1 ? '::bigint' : ''}`).join(', ')})`).join(', ');
+const PG_ON_CONFLICT = `ON CONFLICT (model, id) DO UPDATE SET payload = excluded.payload, grant_id = excluded.grant_id,
       user_code = excluded.user_code, uid = excluded.uid, expires_at = excluded.expires_at, consumed_at = NULL`;
+/**
+ * A redemption whole, as one statement: the conditional consume ($1 consumed_at, $2 model, $3 id)
+ * and, only when it changed the row, the upsert of `n` rows. Answers with `redeemed`: 1 or 0.
+ * Another transaction redeeming the same row at the same time holds its row lock; this one waits
+ * for it to end, then finds the row consumed and stores nothing.
+ */
+const pgRedeem = (n: number) => `WITH redeemed AS (
+      UPDATE ${TABLE} SET consumed_at = $1 WHERE model = $2 AND id = $3 AND consumed_at IS NULL RETURNING id
+    ), issued AS (
+      INSERT INTO ${TABLE} (model, id, payload, grant_id, user_code, uid, expires_at, consumed_at)
+      SELECT *, NULL::bigint FROM (VALUES ${pgRows(n, 4)}) AS v WHERE EXISTS (SELECT FROM redeemed)
+      ${PG_ON_CONFLICT}
+    )
+    SELECT count(*)::int AS redeemed FROM redeemed`;
 const upsertValues = (row: PayloadRow) => [row.model, row.id, row.payload, row.grant_id, row.user_code, row.uid, row.expires_at];
 
 const PG_SQL = {
-  upsert: pgUpsert(1),
+  upsert: `INSERT INTO ${TABLE} (model, id, payload, grant_id, user_code, uid, expires_at, consumed_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, NULL) ${PG_ON_CONFLICT}`,
   findById: `SELECT payload, consumed_at FROM ${TABLE} WHERE model = $1 AND id = $2`,
   findByUid: `SELECT payload, consumed_at FROM ${TABLE} WHERE model = $1 AND uid = $2 LIMIT 1`,
   findByUserCode: `SELECT payload, consumed_at FROM ${TABLE} WHERE model = $1 AND user_code = $2 LIMIT 1`,
@@ -137,99 +151,122 @@ const PG_SQL = {
 
 const FIND_BY: Record<LookupColumn, keyof typeof PG_SQL> = { id: 'findById', uid: 'findByUid', user_code: 'findByUserCode' };
 
-/** A request in `redeemingIn` on PostgreSQL: its transaction once it consumed, and the upserts it owes. */
-interface Redemption {
-  transaction?: Promise<PgTransaction>;
-  /** Whether the consume changed its row (a code or token redeemed, not found already used). */
-  redeemed?: boolean;
-  /** Upserts after the consume, by model and id: one statement before the request's next query or its COMMIT. */
-  upserts: Map<string, PayloadRow>;
-}
-
 /**
  * PostgreSQL: every call is one named statement (pgStatements), committed before it resolves.
- * Inside a request run by `redeemingIn`, a consume opens a transaction (beginPgTransaction) on which
- * the request's later calls run, committed when the request has its response. Its upserts there (a
- * rotation's new refresh token and access token) resolve at once and go to PostgreSQL together, as
- * one statement, before anything else the request asks or before its COMMIT.
  *
- * Besides keeping a rotation whole, this saves work: a refresh made three commits (the consume,
- * the new refresh token, the access token), each waiting for PostgreSQL to flush its WAL to disk
- * in turn; it now makes one, in four round trips (BEGIN, the consume, the upsert, COMMIT).
+ * A request in `redeemingIn` that redeems a code or refresh token (consume) claims it, and what it
+ * writes after that waits in the request (it reads its own writes back), as on SQLite. When the
+ * request succeeded, the claim and those writes go to PostgreSQL together before the response is
+ * sent: the usual case (a rotation's new refresh token and access token; a code's tokens) as one
+ * statement (pgRedeem), anything else as one transaction; when it failed, none of it. The consume
+ * there is conditional: when another request (of this process or another) redeemed the row
+ * meanwhile, nothing is stored and this request lost the race (AlreadyRedeemed).
+ *
+ * Besides keeping a rotation whole, this saves round trips, each of which waits for PostgreSQL's
+ * backend to be scheduled: a refresh used to open a transaction at the consume and hold it, with
+ * its row lock, while the request went on (BEGIN, the consume, the upsert, COMMIT); it is now one
+ * statement, and one commit.
  */
 function postgresStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore {
   const viaKnex = knexStore(knex);
   const statement = pgStatements(knex);
+  const run = (name: keyof typeof PG_SQL, values: unknown[]) => statement(`latchkey_payload_${name}`, PG_SQL[name], values);
   const requests = requestScope<Redemption>(currentRequest);
-  const current = requests.current;
-  /** Queues the upserts a redemption owes on its connection, where queries run in the order queued. */
-  const sendUpserts = (redemption: Redemption, transaction: PgTransaction) => {
-    if (redemption.upserts.size === 0) return undefined;
-    const rows = [...redemption.upserts.values()];
-    redemption.upserts.clear();
-    return transaction.run(`latchkey_payload_upsert_${rows.length}`, pgUpsert(rows.length), rows.flatMap(upsertValues));
+  /** Holds a write of a request that redeemed something, for its end; false outside one. */
+  const held = (w: Write): boolean => {
+    const redemption = requests.current();
+    if (!redemption?.claim) return false;
+    redemption.after.push(w);
+    return true;
   };
-  const run = (name: keyof typeof PG_SQL, values: unknown[]) => {
-    const named = `latchkey_payload_${name}`;
-    const redemption = current();
-    if (!redemption?.transaction) return statement(named, PG_SQL[name], values);
-    return redemption.transaction.then(async (t) => {
-      await sendUpserts(redemption, t);
-      return t.run(named, PG_SQL[name], values);
-    });
+  const grantIdOf = async (model: string, id: string) =>
+    ((await run('grantIdOf', [model, id])).rows[0] as { grant_id: string | null } | undefined)?.grant_id ?? null;
+
+  /** Stores a redemption and the writes after it, or nothing when the row was redeemed already; whether it was stored. */
+  const redeem = async ({ model, id, at }: Claim, after: Write[]): Promise<boolean> => {
+    if (after.every((w) => w.kind === 'upsert' && !(w.row.model === model && w.row.id === id))) {
+      // The last upsert of a row wins, as it would have one statement after another.
+      const rows = new Map<string, PayloadRow>();
+      for (const w of after as { row: PayloadRow }[]) {
+        const key = `${w.row.model}\0${w.row.id}`;
+        rows.delete(key);
+        rows.set(key, w.row);
+      }
+      if (rows.size === 0) return ((await run('consume', [at, model, id])).rowCount ?? 0) > 0;
+      const values = [at, model, id, ...[...rows.values()].flatMap(upsertValues)];
+      const result = await statement(`latchkey_payload_redeem_${rows.size}`, pgRedeem(rows.size), values);
+      return (result.rows[0] as { redeemed: number }).redeemed > 0;
+    }
+    const transaction = await beginPgTransaction(knex);
+    let commit = false;
+    try {
+      const sql = (name: keyof typeof PG_SQL, values: unknown[]) => transaction.run(`latchkey_payload_${name}`, PG_SQL[name], values);
+      if (((await sql('consume', [at, model, id])).rowCount ?? 0) === 0) return false;
+      for (const w of after) {
+        if (w.kind === 'upsert') await sql('upsert', upsertValues(w.row));
+        else if (w.kind === 'consume') await sql('consume', [w.at, w.model, w.id]);
+        else if (w.kind === 'destroy') await sql('destroy', [w.model, w.id]);
+        else if (w.kind === 'revoke') await sql('revokeByGrantId', [w.grantId]);
+      }
+      commit = true;
+    } finally {
+      // A failed statement's error is the one to report, not a failed rollback's.
+      await (commit ? transaction.end(true) : transaction.end(false).catch(() => {}));
+    }
+    return true;
   };
+
   return {
     async upsert(row) {
-      const redemption = current();
-      if (!redemption?.transaction) return void (await run('upsert', upsertValues(row)));
-      const key = `${row.model}\0${row.id}`;
-      // The last upsert of a row wins, as it would have one statement after another.
-      redemption.upserts.delete(key);
-      redemption.upserts.set(key, row);
+      if (!held({ kind: 'upsert', row })) await run('upsert', upsertValues(row));
     },
     async find(model, column, value) {
+      const redemption = column === 'id' ? requests.current() : undefined;
+      const own = redemption?.claim && ownRow(redemption, model, value);
+      if (own !== undefined) return own ?? undefined;
       return (await run(FIND_BY[column], [model, value])).rows[0] as StoredPayload | undefined;
     },
     async consume(model, id, at) {
-      const redemption = current();
-      if (redemption && !redemption.transaction) redemption.transaction = beginPgTransaction(knex);
-      const changed = ((await run('consume', [at, model, id])).rowCount ?? 0) > 0;
-      if (redemption && changed) redemption.redeemed = true;
-      return changed;
+      const redemption = requests.current();
+      // Found unused by the request (oidc-provider reads a code or token, and refuses a used one,
+      // before it consumes it): claimed; whether it is still unused is decided at the request's end.
+      if (redemption && !redemption.claim) {
+        redemption.claim = { model, id, at };
+        return true;
+      }
+      // Outside a request, or a second redemption in one (none does both): at once.
+      return ((await run('consume', [at, model, id])).rowCount ?? 0) > 0;
     },
-    async grantIdOf(model, id) {
-      return ((await run('grantIdOf', [model, id])).rows[0] as { grant_id: string | null } | undefined)?.grant_id ?? null;
-    },
+    grantIdOf,
     async destroy(model, id) {
-      await run('destroy', [model, id]);
+      if (!held({ kind: 'destroy', model, id })) await run('destroy', [model, id]);
     },
     async revokeByGrantId(grantId) {
-      await run('revokeByGrantId', [grantId]);
+      if (!held({ kind: 'revoke', grantId })) await run('revokeByGrantId', [grantId]);
     },
     removeExpired: (now) => viaKnex.removeExpired(now),
     changeSignal: () => undefined,
     sharesRows: false,
     redeemingIn(request, respond, succeeded) {
-      const redemption: Redemption = { upserts: new Map() };
+      const redemption: Redemption = { after: [] };
       return requests.serve(request, redemption, respond, async (responded) => {
-        // A transaction that failed to open failed its consume, and with it the request.
-        const transaction = await redemption.transaction?.catch(() => undefined);
-        // When `respond` threw, its error is the one to report, not a failed rollback's.
-        if (transaction && !responded) await transaction.end(false).catch(() => {});
-        else if (transaction) await commitOrRollBack(redemption, transaction, !redemption.redeemed || succeeded());
+        const { claim } = redemption;
+        // A request that did not succeed stores nothing from its redemption on.
+        if (!claim || !(responded && succeeded())) return;
+        let stored: boolean;
+        try {
+          stored = await redeem(claim, redemption.after);
+        } catch (err) {
+          throw new WritesNotStored(err);
+        }
+        if (stored) return;
+        // Another request redeemed it since this one read it: a reuse. Its grant goes.
+        const grantId = await grantIdOf(claim.model, claim.id);
+        if (grantId) await run('revokeByGrantId', [grantId]);
+        throw new AlreadyRedeemed(claim.model);
       });
     },
   };
-
-  async function commitOrRollBack(redemption: Redemption, transaction: PgTransaction, commit: boolean) {
-    try {
-      if (commit) await sendUpserts(redemption, transaction);
-      await transaction.end(commit);
-    } catch (err) {
-      await transaction.end(false).catch(() => {});
-      throw new WritesNotStored(err);
-    }
-  }
 }
 
 const SQL = {
@@ -474,10 +511,10 @@ function sqliteStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore {
     return (s.get(model, id) as { grant_id: string | null } | undefined)?.grant_id ?? null;
   };
 
-  const requests = requestScope<SqliteRedemption>(currentRequest);
+  const requests = requestScope<Redemption>(currentRequest);
   /** How many requests hold a claim: while none does, no write is held and no read looks for one. */
   let claimed = 0;
-  const redeeming = (): SqliteRedemption | undefined => (claimed > 0 ? requests.current() : undefined);
+  const redeeming = (): Redemption | undefined => (claimed > 0 ? requests.current() : undefined);
   /** Whether the row exists and is not consumed, as committed now. */
   const unconsumed = async (model: string, id: string): Promise<boolean> => {
     const s = statement('consumedAt');
@@ -543,7 +580,7 @@ function sqliteStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore {
     changeSignal: () => changes,
     sharesRows: true,
     redeemingIn(request, respond, succeeded) {
-      const redemption: SqliteRedemption = { after: [] };
+      const redemption: Redemption = { after: [] };
       return requests.serve(request, redemption, respond, async (responded) => {
         const { claim } = redemption;
         if (claim) claimed -= 1;
@@ -568,12 +605,18 @@ function sqliteStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore {
   };
 }
 
+interface Claim {
+  model: string;
+  id: string;
+  at: number;
+}
+
 /**
- * A request in `redeemingIn` on SQLite, once it redeemed a code or refresh token (`claim`): what
- * it wrote after that, in order, held until it ends.
+ * A request in `redeemingIn`, once it redeemed a code or refresh token (`claim`): what it wrote
+ * after that, in order, held until it ends.
  */
-interface SqliteRedemption {
-  claim?: { model: string; id: string; at: number };
+interface Redemption {
+  claim?: Claim;
   after: Write[];
 }
 
@@ -581,7 +624,7 @@ interface SqliteRedemption {
  * What a request that redeemed something reads of its own held writes: the row it last upserted
  * (found), null for one it destroyed, undefined when it wrote nothing to that row.
  */
-function ownRow(redemption: SqliteRedemption, model: string, id: string): StoredPayload | null | undefined {
+function ownRow(redemption: Redemption, model: string, id: string): StoredPayload | null | undefined {
   for (let i = redemption.after.length - 1; i >= 0; i -= 1) {
     const w = redemption.after[i]!;
     if (w.kind === 'upsert' && w.row.model === model && w.row.id === id) return { payload: w.row.payload, consumed_at: null };

@@ -177,6 +177,98 @@ describe.skipIf(!(await postgresAvailable()))('the PostgreSQL store inside one r
   });
 });
 
+// Two processes on one PostgreSQL database: each request holds its redemption until it ends, and
+// stores it with what it issued in one statement, or, when it wrote more than new rows, in one
+// transaction.
+describe.skipIf(!(await postgresAvailable()))('two PostgreSQL stores redeeming at once', () => {
+  const id = () => Math.random().toString(36).slice(2);
+  const row = (model: string, key: string, grantId: string): PayloadRow => ({ model, id: key, payload: JSON.stringify({ grantId }), grant_id: grantId, user_code: null, uid: null, expires_at: null });
+  const now = () => Math.floor(Date.now() / 1000);
+  let database: Awaited<ReturnType<typeof tempPostgres>>;
+  let dbs: Database[];
+  let outside: pg.Client;
+
+  beforeAll(async () => {
+    database = await tempPostgres();
+    dbs = [openDatabase(database.url), openDatabase(database.url)];
+    await migrate(dbs[0]!);
+    outside = new pg.Client({ connectionString: database.url });
+    await outside.connect();
+  });
+  afterAll(async () => {
+    await outside?.end();
+    for (const db of dbs ?? []) await db.close();
+    await database?.cleanup();
+  });
+
+  const storeOn = (db: Database) => {
+    const serving = new AsyncLocalStorage<object>();
+    const store = createPayloadStore(db.knex, () => serving.getStore());
+    const within = (respond: () => Promise<void>) => {
+      const request = {};
+      return serving.run(request, () => store.redeemingIn(request, respond, () => true));
+    };
+    return { store, within };
+  };
+  const stored = async (model: string, key: string) => (await outside.query('SELECT consumed_at FROM oidc_payloads WHERE model = $1 AND id = $2', [model, key])).rows[0] as { consumed_at: string | null } | undefined;
+  /** A request that redeems `token`, then does `writes`, and ends when told to. */
+  const paused = ({ store, within }: ReturnType<typeof storeOn>, token: string, writes: () => Promise<void>) => {
+    let end!: () => void;
+    const told = new Promise<void>((resolve) => (end = resolve));
+    const done = within(async () => {
+      expect(await store.consume('RefreshToken', token, now())).toBe(true);
+      await writes();
+      await told;
+    });
+    return { done, end };
+  };
+
+  it('stores the first redemption to end with the tokens it issued, refuses the second and revokes the grant', async () => {
+    const [a, b] = [storeOn(dbs[0]!), storeOn(dbs[1]!)];
+    const [token, byA, byB] = [id(), id(), id()];
+    await a.store.upsert(row('RefreshToken', token, 'g1'));
+    const first = paused(a, token, () => a.store.upsert(row('AccessToken', byA, 'g1')));
+    const second = paused(b, token, () => b.store.upsert(row('AccessToken', byB, 'g1')));
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    // Neither has stored anything yet: the token is unused as far as PostgreSQL knows.
+    expect(await stored('RefreshToken', token)).toEqual({ consumed_at: null });
+    first.end();
+    await first.done;
+    expect(await stored('AccessToken', byA)).toEqual({ consumed_at: null });
+    expect((await stored('RefreshToken', token))?.consumed_at).not.toBeNull();
+    second.end();
+    await expect(second.done).rejects.toBeInstanceOf(AlreadyRedeemed);
+    expect(await stored('AccessToken', byB)).toBeUndefined();
+    expect(await stored('AccessToken', byA)).toBeUndefined();
+    expect(await stored('RefreshToken', token)).toBeUndefined();
+  });
+
+  it('stores a redemption that also removed a row in one transaction, and none of it when it lost', async () => {
+    const [a, b] = [storeOn(dbs[0]!), storeOn(dbs[1]!)];
+    const [token, issued, removed, kept] = [id(), id(), id(), id()];
+    await a.store.upsert(row('RefreshToken', token, 'g2'));
+    await a.store.upsert(row('Session', removed, 'g2'));
+    await a.store.upsert(row('Session', kept, 'g2'));
+    const winner = paused(a, token, async () => {
+      await a.store.upsert(row('AccessToken', issued, 'g2'));
+      await a.store.destroy('Session', removed);
+      // Held in the request, which reads it as gone; PostgreSQL still has it.
+      expect(await a.store.find('Session', 'id', removed)).toBeUndefined();
+      expect(await stored('Session', removed)).toBeDefined();
+    });
+    const loser = paused(b, token, () => b.store.destroy('Session', kept));
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    winner.end();
+    await winner.done;
+    expect(await stored('AccessToken', issued)).toEqual({ consumed_at: null });
+    expect(await stored('Session', removed)).toBeUndefined();
+    loser.end();
+    await expect(loser.done).rejects.toBeInstanceOf(AlreadyRedeemed);
+    // The loser's removal was not stored; the grant's revocation then removed its rows.
+    expect(await outside.query(`SELECT id FROM oidc_payloads WHERE grant_id = 'g2'`)).toMatchObject({ rowCount: 0 });
+  });
+});
+
 // On SQLite a request's redemption waits in the request with what it writes after it, and goes
 // to the database with them in one savepoint of a group commit: a crash in between loses nothing.
 describe('the SQLite store inside one redemption', () => {
