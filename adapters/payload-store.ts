@@ -135,11 +135,23 @@ const pgRedeem = (n: number) => `WITH redeemed AS (
       ${PG_ON_CONFLICT}
     )
     SELECT count(*)::int AS redeemed FROM redeemed`;
+/** An upsert of `n` rows in one statement. */
+const pgUpsert = (n: number) => `INSERT INTO ${TABLE} (model, id, payload, grant_id, user_code, uid, expires_at)
+    VALUES ${pgRows(n, 1)} ${PG_ON_CONFLICT}`;
+/** The rows to upsert, the last upsert of a row winning, as it would one statement after another. */
+const lastOfEach = (rows: PayloadRow[]): PayloadRow[] => {
+  const last = new Map<string, PayloadRow>();
+  for (const row of rows) {
+    const key = `${row.model}\0${row.id}`;
+    last.delete(key);
+    last.set(key, row);
+  }
+  return [...last.values()];
+};
 const upsertValues = (row: PayloadRow) => [row.model, row.id, row.payload, row.grant_id, row.user_code, row.uid, row.expires_at];
 
 const PG_SQL = {
-  upsert: `INSERT INTO ${TABLE} (model, id, payload, grant_id, user_code, uid, expires_at, consumed_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, NULL) ${PG_ON_CONFLICT}`,
+  upsert: pgUpsert(1),
   findById: `SELECT payload, consumed_at FROM ${TABLE} WHERE model = $1 AND id = $2`,
   findByIdAs: `SELECT model, payload, consumed_at FROM ${TABLE} WHERE model = ANY($1) AND id = $2`,
   findByUid: `SELECT payload, consumed_at FROM ${TABLE} WHERE model = $1 AND uid = $2 LIMIT 1`,
@@ -183,6 +195,38 @@ function postgresStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore
   const grantIdOf = async (model: string, id: string) =>
     ((await run('grantIdOf', [model, id])).rows[0] as { grant_id: string | null } | undefined)?.grant_id ?? null;
 
+  // Upserts outside a redemption requested during one turn of the event loop go to PostgreSQL
+  // together, as one statement, at the turn's end (setImmediate), like SQLite's group commit:
+  // client_credentials grants under load share a round trip and a commit. Each caller resolves
+  // once its row is committed. A batch that fails is sent again row by row, so that only a caller
+  // whose own row fails sees an error. A destroy, revocation or consume waits for the upserts
+  // requested before it, so that writes still reach the database in the order asked.
+  let queued: { row: PayloadRow; resolve(): void; reject(err: unknown): void }[] = [];
+  const sending = new Set<Promise<void>>();
+  const sendQueued = async () => {
+    const batch = queued;
+    queued = [];
+    const rows = lastOfEach(batch.map((p) => p.row));
+    try {
+      await statement(`latchkey_payload_upsert_${rows.length}`, pgUpsert(rows.length), rows.flatMap(upsertValues));
+      for (const p of batch) p.resolve();
+    } catch (err) {
+      if (batch.length === 1) return batch[0]!.reject(err);
+      await Promise.all(batch.map((p) => run('upsert', upsertValues(p.row)).then(() => p.resolve(), p.reject)));
+    }
+  };
+  const upsertSoon = (row: PayloadRow) => new Promise<void>((resolve, reject) => {
+    queued.push({ row, resolve, reject });
+    if (queued.length > 1) return;
+    const sent: Promise<void> = new Promise((turnEnded) => setImmediate(turnEnded)).then(sendQueued).finally(() => sending.delete(sent));
+    sending.add(sent);
+  });
+  /** Runs a write after the upserts requested before it. */
+  const inOrder = async <T>(write: () => Promise<T>): Promise<T> => {
+    if (sending.size > 0) await Promise.all(sending);
+    return write();
+  };
+
   // Reads of one id as several models, asked for together, are one query: introspection and
   // revocation look a token up as an access token, a client_credentials token and a refresh token
   // at once, which took three connections and three round trips, the request waiting for the
@@ -208,16 +252,10 @@ function postgresStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore
   /** Stores a redemption and the writes after it, or nothing when the row was redeemed already; whether it was stored. */
   const redeem = async ({ model, id, at }: Claim, after: Write[]): Promise<boolean> => {
     if (after.every((w) => w.kind === 'upsert' && !(w.row.model === model && w.row.id === id))) {
-      // The last upsert of a row wins, as it would have one statement after another.
-      const rows = new Map<string, PayloadRow>();
-      for (const w of after as { row: PayloadRow }[]) {
-        const key = `${w.row.model}\0${w.row.id}`;
-        rows.delete(key);
-        rows.set(key, w.row);
-      }
-      if (rows.size === 0) return ((await run('consume', [at, model, id])).rowCount ?? 0) > 0;
-      const values = [at, model, id, ...[...rows.values()].flatMap(upsertValues)];
-      const result = await statement(`latchkey_payload_redeem_${rows.size}`, pgRedeem(rows.size), values);
+      const rows = lastOfEach((after as { row: PayloadRow }[]).map((w) => w.row));
+      if (rows.length === 0) return ((await run('consume', [at, model, id])).rowCount ?? 0) > 0;
+      const values = [at, model, id, ...rows.flatMap(upsertValues)];
+      const result = await statement(`latchkey_payload_redeem_${rows.length}`, pgRedeem(rows.length), values);
       return (result.rows[0] as { redeemed: number }).redeemed > 0;
     }
     const transaction = await beginPgTransaction(knex);
@@ -241,7 +279,7 @@ function postgresStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore
 
   return {
     async upsert(row) {
-      if (!held({ kind: 'upsert', row })) await run('upsert', upsertValues(row));
+      if (!held({ kind: 'upsert', row })) await upsertSoon(row);
     },
     async find(model, column, value) {
       const redemption = column === 'id' ? requests.current() : undefined;
@@ -259,14 +297,14 @@ function postgresStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore
         return true;
       }
       // Outside a request, or a second redemption in one (none does both): at once.
-      return ((await run('consume', [at, model, id])).rowCount ?? 0) > 0;
+      return inOrder(async () => ((await run('consume', [at, model, id])).rowCount ?? 0) > 0);
     },
     grantIdOf,
     async destroy(model, id) {
-      if (!held({ kind: 'destroy', model, id })) await run('destroy', [model, id]);
+      if (!held({ kind: 'destroy', model, id })) await inOrder(() => run('destroy', [model, id]));
     },
     async revokeByGrantId(grantId) {
-      if (!held({ kind: 'revoke', grantId })) await run('revokeByGrantId', [grantId]);
+      if (!held({ kind: 'revoke', grantId })) await inOrder(() => run('revokeByGrantId', [grantId]));
     },
     removeExpired: (now) => viaKnex.removeExpired(now),
     changeSignal: () => undefined,

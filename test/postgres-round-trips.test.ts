@@ -1,0 +1,134 @@
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createPayloadStore, type PayloadRow } from '../adapters/payload-store.ts';
+import { migrate, openDatabase, type Database } from '../src/db/knex.ts';
+import { authorize, tokenRequest } from './flows.ts';
+import { postgresAvailable, startAuthServer, tempPostgres, type TestAuthServer } from './harness.ts';
+
+/** Runs `work`, counting the queries on oidc_payloads this process sends meanwhile (but for `ignored`'s). */
+async function countingPayloadQueries<T>(work: () => Promise<T>, ignored?: pg.Client): Promise<{ result: T; queries: number }> {
+  const query = pg.Client.prototype.query;
+  let queries = 0;
+  pg.Client.prototype.query = function (this: pg.Client, ...args: Parameters<typeof query>) {
+    const config = args[0] as string | { text?: string };
+    if (this !== ignored && (typeof config === 'string' ? config : config.text ?? '').includes('oidc_payloads')) queries += 1;
+    return (query as (...a: unknown[]) => unknown).apply(this, args);
+  } as typeof query;
+  try {
+    return { result: await work(), queries };
+  } finally {
+    pg.Client.prototype.query = query;
+  }
+}
+
+// Introspection looks a token up as three models at once (oidc-provider's findToken); on
+// PostgreSQL those reads of one id are one query (adapters/payload-store.ts).
+describe.skipIf(!(await postgresAvailable()))('introspection on PostgreSQL', () => {
+  const redirectUri = 'http://127.0.0.1:8787/callback';
+  let as: TestAuthServer;
+  let database: Awaited<ReturnType<typeof tempPostgres>>;
+  let introspector: [string, string];
+  let service: [string, string];
+  let web: [string, string];
+  let user: { email: string; password: string };
+
+  beforeAll(async () => {
+    database = await tempPostgres();
+    as = await startAuthServer({ databaseUrl: database.url });
+    const resourceServer = await as.createClient({ grantTypes: ['client_credentials'], scope: 'openid', redirectUris: [], resourceServer: true });
+    const machine = await as.createClient({ grantTypes: ['client_credentials'], scope: 'read', redirectUris: [] });
+    const app = await as.createClient({ redirectUris: [redirectUri] });
+    const credentials = (c: { client_id: string; client_secret?: string }): [string, string] => [c.client_id, c.client_secret!];
+    [introspector, service, web] = [credentials(resourceServer), credentials(machine), credentials(app)];
+    user = await as.createUser();
+    // The introspecting client is read once, then kept (adapters/client-cache.ts).
+    await introspect('warm-up');
+  });
+  afterAll(async () => {
+    await as?.close({ removeDatabase: true });
+    await database?.cleanup();
+  });
+
+  /** Introspects `token`; also counts the queries on oidc_payloads the server sent meanwhile. */
+  const introspect = async (token: string) => {
+    const { result, queries } = await countingPayloadQueries(() => fetch(`${as.url}/oauth/introspect`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(introspector.join(':')).toString('base64')}` },
+      body: new URLSearchParams({ token }).toString(),
+    }).then(async (res) => ({ status: res.status, body: (await res.json()) as Record<string, unknown> })));
+    return { ...result, reads: queries };
+  };
+
+  it('finds an access token, a client_credentials token and a refresh token, each in one query', async () => {
+    const { redirect } = await authorize({ issuer: as.url, clientId: web[0], redirectUri, scope: 'openid offline_access read', email: user.email, password: user.password });
+    const code = await tokenRequest(as.url, { grant_type: 'authorization_code', code: redirect.searchParams.get('code')!, redirect_uri: redirectUri }, { basic: web });
+    const machine = await tokenRequest(as.url, { grant_type: 'client_credentials', scope: 'read' }, { basic: service });
+    expect(code.status, JSON.stringify(code.body)).toBe(200);
+    expect(machine.status, JSON.stringify(machine.body)).toBe(200);
+
+    const cases = [
+      [machine.body.access_token, 'client_credentials', 1],
+      // Tokens of a user's grant: then the grant, read once more.
+      [code.body.access_token, 'authorization_code', 2],
+      [code.body.refresh_token, 'authorization_code', 2],
+    ] as const;
+    for (const [token, grantType, reads] of cases) {
+      const found = await introspect(String(token));
+      expect(found.body, String(token)).toMatchObject({ active: true, client_id: grantType === 'client_credentials' ? service[0] : web[0] });
+      expect(found.reads, grantType).toBe(reads);
+    }
+  });
+
+  it('answers inactive for an unknown token, in one query', async () => {
+    const found = await introspect('not-a-token-we-issued');
+    expect(found).toMatchObject({ status: 200, body: { active: false }, reads: 1 });
+  });
+});
+
+// Upserts outside a redemption asked for in one turn of the event loop are one statement.
+describe.skipIf(!(await postgresAvailable()))('upserts on PostgreSQL', () => {
+  let database: Awaited<ReturnType<typeof tempPostgres>>;
+  let db: Database;
+  let outside: pg.Client;
+  const row = (id: string, model = 'AccessToken'): PayloadRow => ({ model, id, payload: '{}', grant_id: null, user_code: null, uid: null, expires_at: null });
+  const stored = async (id: string) => (await outside.query('SELECT id FROM oidc_payloads WHERE id = $1', [id])).rowCount;
+
+  beforeAll(async () => {
+    database = await tempPostgres();
+    db = openDatabase(database.url);
+    await migrate(db);
+    outside = new pg.Client({ connectionString: database.url });
+    await outside.connect();
+  });
+  afterAll(async () => {
+    await outside?.end();
+    await db?.close();
+    await database?.cleanup();
+  });
+
+  it('stores the upserts of one turn in one statement, each committed when its promise resolves', async () => {
+    const store = createPayloadStore(db.knex, () => undefined);
+    const ids = ['a1', 'a2', 'a3', 'a4'];
+    const { queries } = await countingPayloadQueries(async () => {
+      await Promise.all(ids.map(async (id) => {
+        await store.upsert(row(id));
+        expect(await stored(id)).toBe(1);
+      }));
+    }, outside);
+    expect(queries).toBe(1);
+  });
+
+  it('sends a failed batch again row by row: only the caller whose row is refused sees the error', async () => {
+    const store = createPayloadStore(db.knex, () => undefined);
+    const refused = row('b2', 'M'.repeat(100)); // longer than the model column takes
+    const results = await Promise.allSettled([store.upsert(row('b1')), store.upsert(refused), store.upsert(row('b3'))]);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect([await stored('b1'), await stored('b2'), await stored('b3')]).toEqual([1, 0, 1]);
+  });
+
+  it('keeps the order asked for: a removal after an upsert in the same turn removes the row', async () => {
+    const store = createPayloadStore(db.knex, () => undefined);
+    await Promise.all([store.upsert(row('c1')), store.destroy('AccessToken', 'c1')]);
+    expect(await stored('c1')).toBe(0);
+  });
+});
