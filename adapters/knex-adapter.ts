@@ -10,9 +10,11 @@ const nowSeconds = () => Math.floor(Date.now() / 1000);
  * oidc-provider's storage over Knex: one table for every model, keyed by (model, id), with the
  * fields the library looks up by (grant id, session uid, device user code) indexed.
  * On SQLite: prepared statements on the server's connection, writes group-committed per turn of
- * the event loop, reads by id from an exact cache (payload-store.ts); on PostgreSQL: one named
- * (prepared) statement per call. Either way every write is committed before its call returns, so
- * a credential is stored before the response that carries it is sent.
+ * the event loop, reads by id from an exact cache (payload-store.ts); on PostgreSQL: named
+ * (prepared) statements, a turn's upserts in one. Either way every write is committed before its
+ * call returns, but for the writes a token request makes after it redeemed a code or refresh
+ * token, which are held until its response is ready and stored with the redemption before it is
+ * sent: a credential is stored before the response that carries it.
  */
 export class KnexAdapter implements Adapter {
   readonly #store: PayloadStore;
@@ -81,8 +83,9 @@ export class KnexAdapter implements Adapter {
 
   /**
    * One conditional UPDATE: of any number of concurrent redemptions of a code or refresh token,
-   * exactly one changes the row. The losers learn it here and revoke the whole grant, which is
-   * what RFC 6749 §4.1.2 and the refresh-token reuse rules ask for.
+   * exactly one changes the row. The losers revoke the whole grant, which is what RFC 6749 §4.1.2
+   * and the refresh-token reuse rules ask for: here, or, for a redemption held in its request
+   * (payload-store.ts, redeemingIn), at the request's end.
    */
   async consume(id: string): Promise<void> {
     const changed = await this.#store.consume(this.#model, id, nowSeconds());

@@ -26,7 +26,11 @@ export interface StoredPayload {
 
 export type LookupColumn = 'id' | 'uid' | 'user_code';
 
-/** The queries behind the adapter: each is one statement, committed when its promise resolves. */
+/**
+ * The queries behind the adapter. A write's promise resolves once the write is committed (it may
+ * share a statement or a commit with others of the same turn); inside `redeemingIn`, the writes
+ * after a redemption are held until the request ends, and stored with it.
+ */
 export interface PayloadStore {
   /** Inserts or replaces the row (and clears its consumed mark). */
   upsert(row: PayloadRow): Promise<void>;
@@ -138,13 +142,15 @@ const pgRedeem = (n: number) => `WITH redeemed AS (
 /** An upsert of `n` rows in one statement. */
 const pgUpsert = (n: number) => `INSERT INTO ${TABLE} (model, id, payload, grant_id, user_code, uid, expires_at)
     VALUES ${pgRows(n, 1)} ${PG_ON_CONFLICT}`;
+/** The most rows one upsert statement of a batch carries. */
+const MAX_BATCH = 32;
+const rowKey = (row: PayloadRow) => `${row.model}\0${row.id}`;
 /** The rows to upsert, the last upsert of a row winning, as it would one statement after another. */
 const lastOfEach = (rows: PayloadRow[]): PayloadRow[] => {
   const last = new Map<string, PayloadRow>();
   for (const row of rows) {
-    const key = `${row.model}\0${row.id}`;
-    last.delete(key);
-    last.set(key, row);
+    last.delete(rowKey(row));
+    last.set(rowKey(row), row);
   }
   return [...last.values()];
 };
@@ -165,7 +171,8 @@ const PG_SQL = {
 const FIND_BY: Record<LookupColumn, keyof typeof PG_SQL> = { id: 'findById', uid: 'findByUid', user_code: 'findByUserCode' };
 
 /**
- * PostgreSQL: every call is one named statement (pgStatements), committed before it resolves.
+ * PostgreSQL: named statements (pgStatements), each committed before the calls it serves resolve;
+ * the upserts of one turn and the reads of one id as several models are each one statement (below).
  *
  * A request in `redeemingIn` that redeems a code or refresh token (consume) claims it, and what it
  * writes after that waits in the request (it reads its own writes back), as on SQLite. When the
@@ -173,7 +180,9 @@ const FIND_BY: Record<LookupColumn, keyof typeof PG_SQL> = { id: 'findById', uid
  * sent: the usual case (a rotation's new refresh token and access token; a code's tokens) as one
  * statement (pgRedeem), anything else as one transaction; when it failed, none of it. The consume
  * there is conditional: when another request (of this process or another) redeemed the row
- * meanwhile, nothing is stored and this request lost the race (AlreadyRedeemed).
+ * meanwhile, nothing is stored and this request lost the race (AlreadyRedeemed). The claim itself
+ * reads nothing (SQLite's reads whether the row is still unused, which costs nothing there): a
+ * redemption that lost such a race is found out at the request's end, if the request succeeds.
  *
  * Besides keeping a rotation whole, this saves round trips, each of which waits for PostgreSQL's
  * backend to be scheduled: a refresh used to open a transaction at the consume and hold it, with
@@ -196,52 +205,77 @@ function postgresStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore
     ((await run('grantIdOf', [model, id])).rows[0] as { grant_id: string | null } | undefined)?.grant_id ?? null;
 
   // Upserts outside a redemption requested during one turn of the event loop go to PostgreSQL
-  // together, as one statement, at the turn's end (setImmediate), like SQLite's group commit:
-  // client_credentials grants under load share a round trip and a commit. Each caller resolves
-  // once its row is committed. A batch that fails is sent again row by row, so that only a caller
-  // whose own row fails sees an error. A destroy, revocation or consume waits for the upserts
-  // requested before it, so that writes still reach the database in the order asked.
-  let queued: { row: PayloadRow; resolve(): void; reject(err: unknown): void }[] = [];
-  const sending = new Set<Promise<void>>();
-  const sendQueued = async () => {
-    const batch = queued;
-    queued = [];
-    const rows = lastOfEach(batch.map((p) => p.row));
+  // together at the turn's end (setImmediate), like SQLite's group commit: client_credentials
+  // grants under load share a round trip and a commit. Each caller resolves once its row is
+  // committed. A batch that fails is sent again row by row, and each caller then gets what became
+  // of its row. Removals (a destroy, a revocation, a consume) and upserts keep the order they were
+  // asked in: a removal waits for the upserts asked for before it, and upserts asked for after it
+  // wait for it. A batch goes in statements of at most MAX_BATCH rows, in (model, id) order, so
+  // that each connection prepares a few statements only and two batches in flight at once lock
+  // rows in the same order.
+  interface Upsert { row: PayloadRow; resolve(): void; reject(err: unknown): void }
+  let open: Upsert[] | undefined;
+  const batches = new Set<Promise<void>>();
+  const removals = new Set<Promise<unknown>>();
+  const tracked = (set: Set<Promise<unknown>>, work: Promise<unknown>) => {
+    const settled = work.then(() => {}, () => {});
+    set.add(settled);
+    void settled.then(() => set.delete(settled));
+  };
+  const sendBatch = async (upserts: Upsert[]) => {
+    const rows = lastOfEach(upserts.map((u) => u.row)).sort((a, b) => (rowKey(a) < rowKey(b) ? -1 : 1));
     try {
-      await statement(`latchkey_payload_upsert_${rows.length}`, pgUpsert(rows.length), rows.flatMap(upsertValues));
-      for (const p of batch) p.resolve();
+      for (let i = 0; i < rows.length; i += MAX_BATCH) {
+        const chunk = rows.slice(i, i + MAX_BATCH);
+        await statement(`latchkey_payload_upsert_${chunk.length}`, pgUpsert(chunk.length), chunk.flatMap(upsertValues));
+      }
+      for (const u of upserts) u.resolve();
     } catch (err) {
-      if (batch.length === 1) return batch[0]!.reject(err);
-      await Promise.all(batch.map((p) => run('upsert', upsertValues(p.row)).then(() => p.resolve(), p.reject)));
+      if (rows.length === 1) return upserts.forEach((u) => u.reject(err));
+      const outcomes = new Map(await Promise.all(rows.map(async (row) => [rowKey(row), await run('upsert', upsertValues(row)).then(() => undefined, (e: unknown) => ({ e }))] as const)));
+      for (const u of upserts) {
+        const failed = outcomes.get(rowKey(u.row));
+        if (failed) u.reject(failed.e);
+        else u.resolve();
+      }
     }
   };
   const upsertSoon = (row: PayloadRow) => new Promise<void>((resolve, reject) => {
-    queued.push({ row, resolve, reject });
-    if (queued.length > 1) return;
-    const sent: Promise<void> = new Promise((turnEnded) => setImmediate(turnEnded)).then(sendQueued).finally(() => sending.delete(sent));
-    sending.add(sent);
+    if (!open) {
+      const batch: Upsert[] = (open = []);
+      const after = [...removals];
+      tracked(batches, new Promise((turnEnded) => setImmediate(turnEnded)).then(() => {
+        if (open === batch) open = undefined;
+        return Promise.all(after);
+      }).then(() => sendBatch(batch)).catch((err: unknown) => batch.forEach((u) => u.reject(err))));
+    }
+    open.push({ row, resolve, reject });
   });
-  /** Runs a write after the upserts requested before it. */
-  const inOrder = async <T>(write: () => Promise<T>): Promise<T> => {
-    if (sending.size > 0) await Promise.all(sending);
-    return write();
+  /** Runs a removal after the upserts asked for before it; the upserts asked for after it wait for it. */
+  const inOrder = <T>(write: () => Promise<T>): Promise<T> => {
+    open = undefined;
+    const before = [...batches];
+    const done = before.length > 0 ? Promise.all(before).then(write) : write();
+    tracked(removals, done);
+    return done;
   };
 
   // Reads of one id as several models, asked for together, are one query: introspection and
   // revocation look a token up as an access token, a client_credentials token and a refresh token
   // at once, which took three connections and three round trips, the request waiting for the
-  // slowest. A read waits for the other reads of the same id that this turn of the event loop asks
-  // for (process.nextTick runs once the promise callbacks now queued have run), no longer.
+  // slowest. A read waits for the other reads of the same id asked for before process.nextTick
+  // runs: called from a promise callback, as oidc-provider's code is, that is once the promise
+  // callbacks queued meanwhile have run.
   const reading = new Map<string, { models: string[]; rows: Promise<Map<string, StoredPayload>> }>();
   const findById = async (model: string, id: string): Promise<StoredPayload | undefined> => {
     let read = reading.get(id);
     if (!read) {
       const models: string[] = [];
-      const rows = new Promise<Map<string, StoredPayload>>((resolve, reject) => process.nextTick(() => {
+      const rows = new Promise<void>((turnEnds) => process.nextTick(turnEnds)).then(async () => {
         reading.delete(id);
-        const query = models.length === 1 ? run('findById', [models[0], id]) : run('findByIdAs', [models, id]);
-        query.then(({ rows: found }) => resolve(new Map((found as (StoredPayload & { model?: string })[]).map(({ model: of = models[0]!, ...row }) => [of, row]))), reject);
-      }));
+        const { rows: found } = models.length === 1 ? await run('findById', [models[0], id]) : await run('findByIdAs', [models, id]);
+        return new Map((found as (StoredPayload & { model?: string })[]).map(({ model: of = models[0]!, ...row }) => [of, row]));
+      });
       read = { models, rows };
       reading.set(id, read);
     }
@@ -324,7 +358,7 @@ function postgresStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore
         if (stored) return;
         // Another request redeemed it since this one read it: a reuse. Its grant goes.
         const grantId = await grantIdOf(claim.model, claim.id);
-        if (grantId) await run('revokeByGrantId', [grantId]);
+        if (grantId) await inOrder(() => run('revokeByGrantId', [grantId]));
         throw new AlreadyRedeemed(claim.model);
       });
     },

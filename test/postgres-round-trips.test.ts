@@ -126,9 +126,27 @@ describe.skipIf(!(await postgresAvailable()))('upserts on PostgreSQL', () => {
     expect([await stored('b1'), await stored('b2'), await stored('b3')]).toEqual([1, 0, 1]);
   });
 
-  it('keeps the order asked for: a removal after an upsert in the same turn removes the row', async () => {
+  it('keeps the order asked for: a removal after an upsert in the same turn removes the row, an upsert after it stores it again', async () => {
     const store = createPayloadStore(db.knex, () => undefined);
     await Promise.all([store.upsert(row('c1')), store.destroy('AccessToken', 'c1')]);
     expect(await stored('c1')).toBe(0);
+    await Promise.all([store.upsert(row('c2')), store.destroy('AccessToken', 'c2'), store.upsert(row('c2'))]);
+    expect(await stored('c2')).toBe(1);
+  });
+
+  it('stores the last upsert of a row when a failed batch is sent again row by row', async () => {
+    const store = createPayloadStore(db.knex, () => undefined);
+    const older = { ...row('d1'), payload: '{"v":1}' };
+    const newer = { ...row('d1'), payload: '{"v":2}' };
+    const results = await Promise.allSettled([store.upsert(older), store.upsert(row('d2', 'M'.repeat(100))), store.upsert(newer)]);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect((await outside.query(`SELECT payload FROM oidc_payloads WHERE id = 'd1'`)).rows).toEqual([{ payload: '{"v":2}' }]);
+  });
+
+  it('stores a burst larger than one statement takes', async () => {
+    const store = createPayloadStore(db.knex, () => undefined);
+    const ids = Array.from({ length: 75 }, (_, i) => `e${i}`);
+    await Promise.all(ids.map((id) => store.upsert(row(id))));
+    expect((await outside.query(`SELECT count(*)::int AS n FROM oidc_payloads WHERE id LIKE 'e%'`)).rows[0].n).toBe(75);
   });
 });
