@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 import Provider from 'oidc-provider';
-import { beginPgTransaction, pgStatements } from '../src/db/pg-statements.ts';
+import { beginPgTransaction, pgStatements, type PgResult } from '../src/db/pg-statements.ts';
 import { writeGateOf } from '../src/db/knex.ts';
 import { isBetterSqlite, sqliteStatements, type Statement } from '../src/db/sqlite-statements.ts';
 import type { ChangeSignal } from './client-cache.ts';
@@ -123,6 +123,15 @@ function knexStore(knex: Knex): PayloadStore {
 const COLUMNS = 7;
 /** ($first..$first+6), ... for `n` rows in a VALUES list (expires_at typed: the list is not the table). */
 const pgRows = (n: number, first: number) => Array.from({ length: n }, (_, row) => `(${Array.from({ length: COLUMNS }, (_, c) => `$${first + row * COLUMNS + c}${c === COLUMNS - 1 ? '::bigint' : ''}`).join(', ')})`).join(', ');
+/** A statement for `n` rows, named and written once per n: a request would otherwise write its text again. */
+function builtOncePerRowCount(name: string, text: (n: number) => string): (n: number) => { name: string; text: string } {
+  const built = new Map<number, { name: string; text: string }>();
+  return (n) => {
+    let statement = built.get(n);
+    if (!statement) built.set(n, (statement = { name: `${name}_${n}`, text: text(n) }));
+    return statement;
+  };
+}
 const PG_ON_CONFLICT = `ON CONFLICT (model, id) DO UPDATE SET payload = excluded.payload, grant_id = excluded.grant_id,
       user_code = excluded.user_code, uid = excluded.uid, expires_at = excluded.expires_at, consumed_at = NULL`;
 /**
@@ -131,17 +140,22 @@ const PG_ON_CONFLICT = `ON CONFLICT (model, id) DO UPDATE SET payload = excluded
  * Another transaction redeeming the same row at the same time holds its row lock; this one waits
  * for it to end, then finds the row consumed and stores nothing.
  */
-const pgRedeem = (n: number) => `WITH redeemed AS (
+const PG_REDEEM = builtOncePerRowCount('latchkey_payload_redeem', (n) => `WITH redeemed AS (
       UPDATE ${TABLE} SET consumed_at = $1 WHERE model = $2 AND id = $3 AND consumed_at IS NULL RETURNING id
     ), issued AS (
       INSERT INTO ${TABLE} (model, id, payload, grant_id, user_code, uid, expires_at, consumed_at)
       SELECT *, NULL::bigint FROM (VALUES ${pgRows(n, 4)}) AS v WHERE EXISTS (SELECT FROM redeemed)
       ${PG_ON_CONFLICT}
     )
-    SELECT count(*)::int AS redeemed FROM redeemed`;
+    SELECT count(*)::int AS redeemed FROM redeemed`);
 /** An upsert of `n` rows in one statement. */
-const pgUpsert = (n: number) => `INSERT INTO ${TABLE} (model, id, payload, grant_id, user_code, uid, expires_at)
-    VALUES ${pgRows(n, 1)} ${PG_ON_CONFLICT}`;
+const PG_UPSERT = builtOncePerRowCount('latchkey_payload_upsert', (n) => `INSERT INTO ${TABLE} (model, id, payload, grant_id, user_code, uid, expires_at)
+    VALUES ${pgRows(n, 1)} ${PG_ON_CONFLICT}`);
+/** Sends the upsert of `rows` as one statement, on a connection of the pool or of a transaction. */
+const upsertRows = (send: (name: string, text: string, values: unknown[]) => Promise<PgResult>, rows: PayloadRow[]) => {
+  const { name, text } = PG_UPSERT(rows.length);
+  return send(name, text, rows.flatMap(upsertValues));
+};
 /** The most rows one upsert statement of a batch carries. */
 const MAX_BATCH = 32;
 const rowKey = (row: PayloadRow) => `${row.model}\0${row.id}`;
@@ -157,7 +171,6 @@ const lastOfEach = (rows: PayloadRow[]): PayloadRow[] => {
 const upsertValues = (row: PayloadRow) => [row.model, row.id, row.payload, row.grant_id, row.user_code, row.uid, row.expires_at];
 
 const PG_SQL = {
-  upsert: pgUpsert(1),
   findById: `SELECT payload, consumed_at FROM ${TABLE} WHERE model = $1 AND id = $2`,
   findByIdAs: `SELECT model, payload, consumed_at FROM ${TABLE} WHERE model = ANY($1) AND id = $2`,
   findByUid: `SELECT payload, consumed_at FROM ${TABLE} WHERE model = $1 AND uid = $2 LIMIT 1`,
@@ -178,7 +191,7 @@ const FIND_BY: Record<LookupColumn, keyof typeof PG_SQL> = { id: 'findById', uid
  * writes after that waits in the request (it reads its own writes back), as on SQLite. When the
  * request succeeded, the claim and those writes go to PostgreSQL together before the response is
  * sent: the usual case (a rotation's new refresh token and access token; a code's tokens) as one
- * statement (pgRedeem), anything else as one transaction; when it failed, none of it. The consume
+ * statement (PG_REDEEM), anything else as one transaction; when it failed, none of it. The consume
  * there is conditional: when another request (of this process or another) redeemed the row
  * meanwhile, nothing is stored and this request lost the race (AlreadyRedeemed). The claim itself
  * reads nothing (SQLite's reads whether the row is still unused, which costs nothing there): a
@@ -226,13 +239,12 @@ function postgresStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore
     const rows = lastOfEach(upserts.map((u) => u.row)).sort((a, b) => (rowKey(a) < rowKey(b) ? -1 : 1));
     try {
       for (let i = 0; i < rows.length; i += MAX_BATCH) {
-        const chunk = rows.slice(i, i + MAX_BATCH);
-        await statement(`latchkey_payload_upsert_${chunk.length}`, pgUpsert(chunk.length), chunk.flatMap(upsertValues));
+        await upsertRows(statement, rows.slice(i, i + MAX_BATCH));
       }
       for (const u of upserts) u.resolve();
     } catch (err) {
       if (rows.length === 1) return upserts.forEach((u) => u.reject(err));
-      const outcomes = new Map(await Promise.all(rows.map(async (row) => [rowKey(row), await run('upsert', upsertValues(row)).then(() => undefined, (e: unknown) => ({ e }))] as const)));
+      const outcomes = new Map(await Promise.all(rows.map(async (row) => [rowKey(row), await upsertRows(statement, [row]).then(() => undefined, (e: unknown) => ({ e }))] as const)));
       for (const u of upserts) {
         const failed = outcomes.get(rowKey(u.row));
         if (failed) u.reject(failed.e);
@@ -289,7 +301,8 @@ function postgresStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore
       const rows = lastOfEach((after as { row: PayloadRow }[]).map((w) => w.row));
       if (rows.length === 0) return ((await run('consume', [at, model, id])).rowCount ?? 0) > 0;
       const values = [at, model, id, ...rows.flatMap(upsertValues)];
-      const result = await statement(`latchkey_payload_redeem_${rows.length}`, pgRedeem(rows.length), values);
+      const { name, text } = PG_REDEEM(rows.length);
+      const result = await statement(name, text, values);
       return (result.rows[0] as { redeemed: number }).redeemed > 0;
     }
     const transaction = await beginPgTransaction(knex);
@@ -298,7 +311,7 @@ function postgresStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore
       const sql = (name: keyof typeof PG_SQL, values: unknown[]) => transaction.run(`latchkey_payload_${name}`, PG_SQL[name], values);
       if (((await sql('consume', [at, model, id])).rowCount ?? 0) === 0) return false;
       for (const w of after) {
-        if (w.kind === 'upsert') await sql('upsert', upsertValues(w.row));
+        if (w.kind === 'upsert') await upsertRows(transaction.run, [w.row]);
         else if (w.kind === 'consume') await sql('consume', [w.at, w.model, w.id]);
         else if (w.kind === 'destroy') await sql('destroy', [w.model, w.id]);
         else if (w.kind === 'revoke') await sql('revokeByGrantId', [w.grantId]);
