@@ -5,13 +5,13 @@ import { migrate, openDatabase, type Database } from '../src/db/knex.ts';
 import { authorize, tokenRequest } from './flows.ts';
 import { postgresAvailable, startAuthServer, tempPostgres, type TestAuthServer } from './harness.ts';
 
-/** Runs `work`, counting the queries on oidc_payloads this process sends meanwhile (but for `ignored`'s). */
-async function countingPayloadQueries<T>(work: () => Promise<T>, ignored?: pg.Client): Promise<{ result: T; queries: number }> {
+/** Runs `work`, counting the queries on oidc_payloads (any, with `all`) this process sends meanwhile (but for `ignored`'s). */
+async function countingPayloadQueries<T>(work: () => Promise<T>, ignored?: pg.Client, all = false): Promise<{ result: T; queries: number }> {
   const query = pg.Client.prototype.query;
   let queries = 0;
   pg.Client.prototype.query = function (this: pg.Client, ...args: Parameters<typeof query>) {
     const config = args[0] as string | { text?: string };
-    if (this !== ignored && (typeof config === 'string' ? config : config.text ?? '').includes('oidc_payloads')) queries += 1;
+    if (this !== ignored && (all || (typeof config === 'string' ? config : config.text ?? '').includes('oidc_payloads'))) queries += 1;
     return (query as (...a: unknown[]) => unknown).apply(this, args);
   } as typeof query;
   try {
@@ -21,8 +21,8 @@ async function countingPayloadQueries<T>(work: () => Promise<T>, ignored?: pg.Cl
   }
 }
 
-// Introspection looks a token up as three models at once (oidc-provider's findToken); on
-// PostgreSQL those reads of one id are one query (adapters/payload-store.ts).
+// Introspection looks a token up as three models at once (oidc-provider's findToken), then reads
+// its grant; on PostgreSQL those reads are one query (adapters/payload-store.ts).
 describe.skipIf(!(await postgresAvailable()))('introspection on PostgreSQL', () => {
   const redirectUri = 'http://127.0.0.1:8787/callback';
   let as: TestAuthServer;
@@ -30,7 +30,7 @@ describe.skipIf(!(await postgresAvailable()))('introspection on PostgreSQL', () 
   let introspector: [string, string];
   let service: [string, string];
   let web: [string, string];
-  let user: { email: string; password: string };
+  let user: { id: string; email: string; password: string };
 
   beforeAll(async () => {
     database = await tempPostgres();
@@ -59,24 +59,74 @@ describe.skipIf(!(await postgresAvailable()))('introspection on PostgreSQL', () 
     return { ...result, reads: queries };
   };
 
-  it('finds an access token, a client_credentials token and a refresh token, each in one query', async () => {
+  /** An access token and a refresh token of a user's grant, from the authorization-code flow. */
+  const userTokens = async () => {
     const { redirect } = await authorize({ issuer: as.url, clientId: web[0], redirectUri, scope: 'openid offline_access read', email: user.email, password: user.password });
     const code = await tokenRequest(as.url, { grant_type: 'authorization_code', code: redirect.searchParams.get('code')!, redirect_uri: redirectUri }, { basic: web });
-    const machine = await tokenRequest(as.url, { grant_type: 'client_credentials', scope: 'read' }, { basic: service });
     expect(code.status, JSON.stringify(code.body)).toBe(200);
+    return code.body as { access_token: string; refresh_token: string };
+  };
+
+  it('finds an access token, a client_credentials token and a refresh token, each with its grant, in one query', async () => {
+    const code = await userTokens();
+    const machine = await tokenRequest(as.url, { grant_type: 'client_credentials', scope: 'read' }, { basic: service });
     expect(machine.status, JSON.stringify(machine.body)).toBe(200);
 
     const cases = [
-      [machine.body.access_token, 'client_credentials', 1],
-      // Tokens of a user's grant: then the grant, read once more.
-      [code.body.access_token, 'authorization_code', 2],
-      [code.body.refresh_token, 'authorization_code', 2],
+      [machine.body.access_token, 'client_credentials'],
+      // Tokens of a user's grant: the grant comes with the token.
+      [code.access_token, 'authorization_code'],
+      [code.refresh_token, 'authorization_code'],
     ] as const;
-    for (const [token, grantType, reads] of cases) {
+    for (const [token, grantType] of cases) {
       const found = await introspect(String(token));
       expect(found.body, String(token)).toMatchObject({ active: true, client_id: grantType === 'client_credentials' ? service[0] : web[0] });
-      expect(found.reads, grantType).toBe(reads);
+      expect(found.reads, grantType).toBe(1);
     }
+  });
+
+  it('finds a token inactive once another process removed its grant, the grant read with the token each time', async () => {
+    const { access_token: token } = await userTokens();
+    expect((await introspect(token)).body).toMatchObject({ active: true });
+    const outside = new pg.Client({ connectionString: database.url });
+    await outside.connect();
+    try {
+      const { rows } = await outside.query(`SELECT grant_id FROM oidc_payloads WHERE model = 'AccessToken' AND id = $1`, [token]);
+      expect(rows[0]?.grant_id).toBeTruthy();
+      expect((await outside.query(`DELETE FROM oidc_payloads WHERE model = 'Grant' AND id = $1`, [rows[0].grant_id])).rowCount).toBe(1);
+    } finally {
+      await outside.end();
+    }
+    expect(await introspect(token)).toMatchObject({ status: 200, body: { active: false }, reads: 1 });
+  });
+
+  it('refreshes with two queries: the refresh token with its grant and account, then the rotation stored', async () => {
+    let refreshToken = (await userTokens()).refresh_token;
+    for (let i = 0; i < 3; i += 1) {
+      const { result, queries } = await countingPayloadQueries(() => tokenRequest(as.url, { grant_type: 'refresh_token', refresh_token: refreshToken }, { basic: web }), undefined, true);
+      expect(result.status, JSON.stringify(result.body)).toBe(200);
+      expect(queries).toBe(2);
+      // The account read with the token is the one the ID token is about.
+      const claims = JSON.parse(Buffer.from(String(result.body.id_token).split('.')[1]!, 'base64url').toString()) as { sub: string };
+      expect(claims.sub).toBe(user.id);
+      refreshToken = String(result.body.refresh_token);
+    }
+  });
+
+  it('refuses a refresh once another process removed the account, found missing with the token', async () => {
+    const someone = await as.createUser();
+    const { redirect } = await authorize({ issuer: as.url, clientId: web[0], redirectUri, scope: 'openid offline_access read', email: someone.email, password: someone.password });
+    const code = await tokenRequest(as.url, { grant_type: 'authorization_code', code: redirect.searchParams.get('code')!, redirect_uri: redirectUri }, { basic: web });
+    expect(code.status, JSON.stringify(code.body)).toBe(200);
+    const outside = new pg.Client({ connectionString: database.url });
+    await outside.connect();
+    try {
+      expect((await outside.query('DELETE FROM users WHERE id = $1', [someone.id])).rowCount).toBe(1);
+    } finally {
+      await outside.end();
+    }
+    const refused = await tokenRequest(as.url, { grant_type: 'refresh_token', refresh_token: String(code.body.refresh_token) }, { basic: web });
+    expect(refused).toMatchObject({ status: 400, body: { error: 'invalid_grant' } });
   });
 
   it('answers inactive for an unknown token, in one query', async () => {
@@ -91,7 +141,13 @@ describe.skipIf(!(await postgresAvailable()))('upserts on PostgreSQL', () => {
   let db: Database;
   let outside: pg.Client;
   const row = (id: string, model = 'AccessToken'): PayloadRow => ({ model, id, payload: '{}', grant_id: null, user_code: null, uid: null, expires_at: null });
-  const stored = async (id: string) => (await outside.query('SELECT id FROM oidc_payloads WHERE id = $1', [id])).rowCount;
+  // One query at a time on the outside connection (pg deprecates queueing them on a client).
+  let outsideFree: Promise<unknown> = Promise.resolve();
+  const stored = (id: string) => {
+    const count = outsideFree.then(async () => (await outside.query('SELECT id FROM oidc_payloads WHERE id = $1', [id])).rowCount);
+    outsideFree = count.catch(() => {});
+    return count;
+  };
 
   beforeAll(async () => {
     database = await tempPostgres();

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Knex } from 'knex';
 import { isPg, pgStatements } from '../db/pg-statements.ts';
+import { readTogetherFor, USERS } from '../db/read-together.ts';
 import { isBetterSqlite, sqliteStatements } from '../db/sqlite-statements.ts';
 import { hashPassword, verifyAgainstNothing, verifyPassword } from './passwords.ts';
 
@@ -50,7 +51,14 @@ function findRowById(knex: Knex): (id: string) => Promise<PublicRow | undefined>
   if (isPg(knex)) {
     const statement = pgStatements(knex);
     const sql = `SELECT ${columns.join(', ')} FROM users WHERE id = $1`;
-    return async (id) => (await statement('latchkey_user_by_id', sql, [id])).rows[0] as PublicRow | undefined;
+    // A refresh or a code's ID token reads the account of a token's grant just after the token:
+    // the token's read brought it (src/db/read-together.ts).
+    const readTogether = readTogetherFor(knex);
+    return async (id) => {
+      const row = readTogether.get<PublicRow>(USERS, id);
+      if (row !== undefined) return row ?? undefined;
+      return (await statement('latchkey_user_by_id', sql, [id])).rows[0] as PublicRow | undefined;
+    };
   }
   return viaKnex;
 }
