@@ -41,6 +41,12 @@ const settings = {
   // same turns that are not measured (see measureTogether).
   rounds: quick ? 4 : 5,
   unmeasuredRounds: 1,
+  // One more unmeasured round, in a row begun within `moreWarmupWithinSeconds` of the run, when a
+  // target's last unmeasured turn ran more than `stillWarmingRatio` times as fast as its turn before
+  // (V8 still compiling its code).
+  moreUnmeasuredRounds: 1,
+  stillWarmingRatio: 1.15,
+  moreWarmupWithinSeconds: 360,
   halfLoadSeconds: quick ? 1.5 : 3,
   // A throughput turn during which processes outside the benchmark took this much CPU (ms a second
   // of the turn; a quiet turn here: 0-40) is run again, at most `redoneTurnsPerRow` times a row.
@@ -53,9 +59,10 @@ const settings = {
   redoPacedClientStallMs: 20,
   redonePacedRunsPerRow: 2,
   // Those reruns happen only while the run has used less than this of its 10 minutes: on a noisy
-  // machine (a full run took 507-581 s on one here) the rest keeps its disturbed measurements,
-  // which the notes describe, rather than run past 10 minutes.
-  rerunsWithinSeconds: 480,
+  // machine (a full run took 507-581 s on one here, with reruns until 480 s) the rest keeps its
+  // disturbed measurements, which the notes describe, rather than run past 10 minutes. 30 s less
+  // since the longer warm-ups (moreUnmeasuredRounds) may take up to about as much.
+  rerunsWithinSeconds: 450,
   settleSeconds: quick ? 1 : 3,
   tool: 'autocannon 9 (programmatic) for throughput; an evenly paced keep-alive client for p99 @½',
 };
@@ -185,7 +192,7 @@ async function main(): Promise<void> {
     const hRps = reference ? results.at(-1)!.result.rps : undefined;
     const summary: string[] = [];
     for (const [i, { target, own, load }] of measured.entries()) {
-      const { result: full, turnRps, peakRssMb, redone } = results[i]!;
+      const { result: full, turnRps, peakRssMb, redone, moreWarmup } = results[i]!;
       const { half, failed, stealHalf, stolenMs, othersMs, repeated, collections } = target === 'H' ? {} : await measureHalfLoad(load, full.rps / 2, target === 'postgres', own);
       rows.push({
         endpoint: endpoint.id,
@@ -206,6 +213,7 @@ async function main(): Promise<void> {
         // So is a stall of the paced client itself, which the latencies it measured may include.
         note: [
           load.summary?.(full.seconds),
+          moreWarmup ? `${moreWarmup} more unmeasured round${moreWarmup > 1 ? 's' : ''} (a target was still speeding up)` : undefined,
           redone.length ? `${redone.length} turn${redone.length > 1 ? 's' : ''} run again (other processes took ${redone.map((ms) => ms.toFixed(0)).join(', ')} ms of CPU in ${redone.length > 1 ? 'them' : 'it'})` : undefined,
           repeated?.length ? `paced run repeated ${repeated.length}× (${repeated.join('; ')})` : undefined,
           failed,
@@ -320,13 +328,25 @@ function combineCollections(each: (Collections | undefined)[]): Collections | un
  * `unmeasuredRounds` are not measured: with the warm-ups alone, each target's first turn (the
  * first round's) ran at 0.34-0.95 of its later turns' rate on one machine here, H's too, and not
  * by the same factor for each target (0.52, 0.41 and 0.75 in one row); after three times as long a
- * warm-up, at 0.77-1.12. A measured turn in which
+ * warm-up, at 0.77-1.12. Some rows need longer still: a path the server has not run before
+ * (introspection after the token rows) sped up 1.9x over its first five seconds (JIT compilation,
+ * which on the one core it has competes with the requests), and a first measured turn at 0.46x of
+ * the next ones decided a row's ratio; so when a target's last unmeasured turn ran over
+ * `stillWarmingRatio` times as fast as its turn before, another unmeasured round follows
+ * (`moreUnmeasuredRounds`, in the rows of the run's first `moreWarmupWithinSeconds`, where the
+ * server runs new paths). A measured turn in which
  * processes outside the benchmark took `redoTurnOthersMsPerSecond` of CPU is thrown away and run
  * again (`redoneTurnsPerRow` at most); `postgresIsOurs[i]`: load i's PostgreSQL is no outsider.
- * `answering[i]` is the process whose peak memory load i reports (loads past its end report none).
+ * `answering[i]` is the process whose peak memory load i reports (loads past its end report none,
+ * and do not decide whether to warm up longer: H, which has nothing to compile).
  */
-async function measureTogether(loads: LoadPlan[], answering: RunningServer[], postgresIsOurs: boolean[]): Promise<{ result: LoadResult; turnRps: number[]; peakRssMb?: number; redone: number[] }[]> {
-  for (const load of loads) await runLoad(load, { connections: settings.connections, seconds: settings.warmupSeconds });
+async function measureTogether(loads: LoadPlan[], answering: RunningServer[], postgresIsOurs: boolean[]): Promise<{ result: LoadResult; turnRps: number[]; peakRssMb?: number; redone: number[]; moreWarmup: number }[]> {
+  const rowBegun = Date.now();
+  // Each target's unmeasured turns, its warm-up first: req/s.
+  const warming: number[][] = [];
+  for (const load of loads) warming.push([(await runLoad(load, { connections: settings.connections, seconds: settings.warmupSeconds })).rps]);
+  const stillWarming = () => warming.slice(0, answering.length).some((rates) => rates.at(-1)! > settings.stillWarmingRatio * rates.at(-2)!);
+  let moreWarmup = 0;
   const runs: LoadResult[][] = loads.map(() => []);
   const redone: number[][] = loads.map(() => []);
   const indivisible = loads.some((load) => load.indivisible);
@@ -347,7 +367,10 @@ async function measureTogether(loads: LoadPlan[], answering: RunningServer[], po
       for (;;) {
         const result = await runLoad(loads[i]!, { connections: settings.connections, seconds: turn });
         const othersMs = others.lap(postgresIsOurs[i] === true);
-        if (round < 0) break;
+        if (round < 0) {
+          warming[i]!.push(result.rps);
+          break;
+        }
         // Another process's burst took its CPU from this turn's server or load generator, and
         // not from the other targets' turns: measured again, the turns compare like with like.
         if (othersMs !== undefined && othersMs >= settings.redoTurnOthersMsPerSecond * turn && redoesLeft > 0 && mayRerun()) {
@@ -359,8 +382,12 @@ async function measureTogether(loads: LoadPlan[], answering: RunningServer[], po
         break;
       }
     }
+    if (round === -1 && moreWarmup < settings.moreUnmeasuredRounds && rowBegun - benchStarted < settings.moreWarmupWithinSeconds * 1000 && stillWarming()) {
+      moreWarmup += 1;
+      round -= 1;
+    }
   }
-  return runs.map((r, i) => ({ result: combine(r), turnRps: r.map((turnResult) => turnResult.rps), peakRssMb: answering[i]?.rss()?.peak, redone: redone[i]! }));
+  return runs.map((r, i) => ({ result: combine(r), turnRps: r.map((turnResult) => turnResult.rps), peakRssMb: answering[i]?.rss()?.peak, redone: redone[i]!, moreWarmup }));
 }
 
 try {
