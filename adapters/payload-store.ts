@@ -197,7 +197,8 @@ const FIND_BY: Record<LookupColumn, keyof typeof PG_SQL> = { id: 'findById', uid
 
 /**
  * PostgreSQL: named statements (pgStatements), each committed before the calls it serves resolve;
- * the upserts of one turn and the reads of one id as several models are each one statement (below).
+ * the upserts of one turn and the reads of one id as several models are each one statement, and a
+ * token's read brings its grant and account (below).
  *
  * A request in `redeemingIn` that redeems a code or refresh token (consume) claims it, and what it
  * writes after that waits in the request (it reads its own writes back), as on SQLite. When the
@@ -289,12 +290,7 @@ function postgresStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore
   // token, its grant, then the account; introspection of a user's token, its grant. Those reads
   // find them in readTogether: one round trip instead of three.
   const readTogether = readTogetherFor(knex);
-  // Reads of one id as several models, asked for together, are one query: introspection and
-  // revocation look a token up as an access token, a client_credentials token and a refresh token
-  // at once, which took three connections and three round trips, the request waiting for the
-  // slowest. A read waits for the other reads of the same id asked for before process.nextTick
-  // runs: called from a promise callback, as oidc-provider's code is, that is once the promise
-  // callbacks queued meanwhile have run.
+  /** A row of PG_FIND_WITH_GRANT. */
   interface FoundWithGrant extends StoredPayload {
     model: string;
     grant_id: string | null;
@@ -306,6 +302,12 @@ function postgresStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore
     user_name: string | null;
     user_created_at: number | string;
   }
+  // Reads of one id as several models, asked for together, are one query: introspection and
+  // revocation look a token up as an access token, a client_credentials token and a refresh token
+  // at once, which took three connections and three round trips, the request waiting for the
+  // slowest. A read waits for the other reads of the same id asked for before process.nextTick
+  // runs: called from a promise callback, as oidc-provider's code is, that is once the promise
+  // callbacks queued meanwhile have run.
   const reading = new Map<string, { models: string[]; rows: Promise<Map<string, StoredPayload>> }>();
   const findById = async (model: string, id: string): Promise<StoredPayload | undefined> => {
     if (model === 'Grant') {
