@@ -290,6 +290,10 @@ function postgresStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore
   // token, its grant, then the account; introspection of a user's token, its grant. Those reads
   // find them in readTogether: one round trip instead of three.
   const readTogether = readTogetherFor(knex);
+  const revoke = (grantId: string) => {
+    readTogether.forget(GRANTS, grantId);
+    return inOrder(() => run('revokeByGrantId', [grantId]));
+  };
   /** A row of PG_FIND_WITH_GRANT. */
   interface FoundWithGrant extends StoredPayload {
     model: string;
@@ -396,8 +400,7 @@ function postgresStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore
       if (!held({ kind: 'destroy', model, id })) await inOrder(() => run('destroy', [model, id]));
     },
     async revokeByGrantId(grantId) {
-      readTogether.forget(GRANTS, grantId);
-      if (!held({ kind: 'revoke', grantId })) await inOrder(() => run('revokeByGrantId', [grantId]));
+      if (!held({ kind: 'revoke', grantId })) await revoke(grantId);
     },
     removeExpired: (now) => viaKnex.removeExpired(now),
     changeSignal: () => undefined,
@@ -417,10 +420,7 @@ function postgresStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore
         if (stored) return;
         // Another request redeemed it since this one read it: a reuse. Its grant goes.
         const grantId = await grantIdOf(claim.model, claim.id);
-        if (grantId) {
-          readTogether.forget(GRANTS, grantId);
-          await inOrder(() => run('revokeByGrantId', [grantId]));
-        }
+        if (grantId) await revoke(grantId);
         throw new AlreadyRedeemed(claim.model);
       });
     },

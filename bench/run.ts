@@ -384,6 +384,7 @@ async function measureTogether(loads: LoadPlan[], answering: RunningServer[], po
     }
     if (round === -1 && moreWarmup < settings.moreUnmeasuredRounds && rowBegun - benchStarted < settings.moreWarmupWithinSeconds * 1000 && stillWarming()) {
       moreWarmup += 1;
+      // The last unmeasured round once more (in the same order), then the measured ones.
       round -= 1;
     }
   }

@@ -1,5 +1,9 @@
 import type { Knex } from 'knex';
 
+/** The tables of the rows kept: oidc-provider's grants (oidc_payloads rows of model Grant), and users. */
+export const GRANTS = 'oidc_payloads:Grant';
+export const USERS = 'users';
+
 /**
  * Rows a PostgreSQL query read beside the row it was asked for, for the reads of them that follow
  * in the same turn of the event loop: oidc-provider reads a refresh token, then its grant, then
@@ -8,10 +12,6 @@ import type { Knex } from 'knex';
  * same moment as the row it came with, and forgotten at the turn's end (setImmediate), or at once
  * when this process writes it.
  */
-/** The tables of the rows kept: oidc-provider's grants (oidc_payloads rows of model Grant), and users. */
-export const GRANTS = 'oidc_payloads:Grant';
-export const USERS = 'users';
-
 export interface ReadTogether {
   keep(table: string, id: string, row: object | null): void;
   /** The row kept for (table, id) in this turn: null when it was found missing, undefined when none was kept. */
