@@ -41,6 +41,11 @@ export interface LoadSettings {
   seconds: number;
   /** Requests per second for the whole run; unset: as fast as the server answers. */
   rate?: number;
+  /**
+   * Seconds run first in the same run and not measured: the connections and the sequences they
+   * are in the middle of carry on into the measured `seconds` (`resetSummary` is called between).
+   */
+  leadSeconds?: number;
 }
 
 const percentile = (sorted: Float64Array, p: number) =>
@@ -56,16 +61,23 @@ export async function runLoad(plan: LoadPlan, settings: LoadSettings): Promise<L
   let latencies = new Float64Array(1 << 16);
   let count = 0;
   let failures = 0;
+  const lead = settings.leadSeconds ?? 0;
+  let measuring = lead === 0;
+  const leadTimer = measuring ? undefined : setTimeout(() => {
+    measuring = true;
+    plan.resetSummary?.();
+  }, lead * 1000);
   const instance = autocannon({
     url: plan.origin,
     connections: settings.connections,
     pipelining: 1,
-    duration: settings.seconds,
+    duration: lead + settings.seconds,
     timeout: 10,
     ...(settings.rate ? { overallRate: Math.max(1, Math.round(settings.rate)) } : {}),
     requests: plan.requests,
   });
   instance.on('response', (_client: unknown, status: number, _bytes: number, ms: number) => {
+    if (!measuring) return;
     if (count === latencies.length) {
       const bigger = new Float64Array(latencies.length * 2);
       bigger.set(latencies);
@@ -74,13 +86,15 @@ export async function runLoad(plan: LoadPlan, settings: LoadSettings): Promise<L
     latencies[count++] = ms;
     if (!ok(status)) failures += 1;
   });
+  // Errors and timeouts alike (autocannon reports a timeout as a reqError too).
   instance.on('reqError', () => {
-    failures += 1;
+    if (measuring) failures += 1;
   });
   const result = await instance;
+  clearTimeout(leadTimer);
   const sorted = latencies.subarray(0, count).sort();
-  const seconds = result.duration;
-  return summarise(sorted, failures + result.timeouts, seconds);
+  const seconds = result.duration - lead;
+  return summarise(sorted, failures, seconds);
 }
 
 function summarise(sorted: Float64Array, failures: number, seconds: number): LoadResult {
