@@ -17,20 +17,23 @@ export interface FlowRequest {
  */
 export class AuthorizationCodeFlow {
   readonly #fx: ServerFixtures;
+  readonly #user: { email: string; password: string };
   readonly #cookies = new Map<string, string>();
   readonly #verifier = randomBytes(32).toString('base64url');
   next: FlowRequest | undefined;
   tokens: Record<string, unknown> | undefined;
   error: string | undefined;
 
-  constructor(fixtures: ServerFixtures, scope: string = shared.webScope) {
+  /** `user`: who logs in (by default the fixtures' user). */
+  constructor(fixtures: ServerFixtures, user = fixtures.user!) {
     this.#fx = fixtures;
+    this.#user = user;
     const web = fixtures.clients!.web;
     const params = new URLSearchParams({
       client_id: web.clientId,
       redirect_uri: web.redirectUri,
       response_type: 'code',
-      scope,
+      scope: shared.webScope,
       // Both servers keep offline_access (and so issue a refresh token) only when consent is asked.
       prompt: 'consent',
       state: randomBytes(8).toString('hex'),
@@ -83,7 +86,7 @@ export class AuthorizationCodeFlow {
     const csrf = /name="csrf" value="([^"]+)"/.exec(body)?.[1];
     if (status !== 200 || !form || !csrf) return this.#fail(`unexpected ${status}: ${body.slice(0, 200)}`);
     const fields: Record<string, string> = form[2] === 'login'
-      ? { email: this.#fx.user!.email, password: this.#fx.user!.password, csrf }
+      ? { email: this.#user.email, password: this.#user.password, csrf }
       : { csrf };
     this.next = {
       method: 'POST',
@@ -108,8 +111,8 @@ export class AuthorizationCodeFlow {
 }
 
 /** Runs one whole flow with fetch (to seed refresh tokens); returns the token response. */
-export async function completeFlow(fixtures: ServerFixtures, scope?: string): Promise<Record<string, unknown>> {
-  const flow = new AuthorizationCodeFlow(fixtures, scope);
+export async function completeFlow(fixtures: ServerFixtures, user?: { email: string; password: string }): Promise<Record<string, unknown>> {
+  const flow = new AuthorizationCodeFlow(fixtures, user);
   for (let step = 0; step < 12 && flow.next; step += 1) {
     const req = flow.next;
     const res = await fetch(new URL(req.path, fixtures.url), { method: req.method, headers: req.headers, body: req.body, redirect: 'manual' });

@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import pg from 'pg';
+import { hashPassword } from '../../src/accounts/passwords.ts';
 import { createAuthServer } from '../../src/app.ts';
 import { generateApiKey } from '../../src/api-keys/format.ts';
 import { createApiKeyService } from '../../src/api-keys/service.ts';
@@ -67,6 +68,8 @@ export async function start(spec: ServerSpec): Promise<{ fixtures: ServerFixture
   await server.listen(port, '127.0.0.1');
 
   const user = await server.users.create(shared.user);
+  const seeder = await server.users.create(shared.seedUser);
+  await server.db.knex('users').where({ id: seeder.id }).update({ password_hash: await hashPassword(shared.seedUser.password, shared.seedUserHash) });
   const apiKey = await createApiKeyService(createApiKeyStore(server.db.knex)).create({ userId: user.id, name: 'Bench key', environment: 'live', restricted: false });
   const unknownKey = generateApiKey('sk', 'live').secret;
   // Same shape, last checksum character changed: refused before any lookup.
@@ -87,6 +90,7 @@ export async function start(spec: ServerSpec): Promise<{ fixtures: ServerFixture
       introspector: created.introspector,
     },
     user: { email: shared.user.email, password: shared.user.password },
+    seedUser: { email: shared.seedUser.email, password: shared.seedUser.password },
     apiKeys: { valid: apiKey.secret, unknown: unknownKey, badChecksum },
   };
   return {

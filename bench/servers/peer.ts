@@ -48,13 +48,16 @@ export async function start(mode: TokenMode): Promise<{ fixtures: ServerFixtures
     keys.push({ ...(await exportJWK(privateKey)), kid: `${alg}-peer`, alg, use: 'sig' });
   }
   const user = { id: 'usr_peer', ...shared.user, passwordHash: await hashPassword(shared.user.password) };
+  const seeder = { id: 'usr_peer_seed', ...shared.seedUser, passwordHash: await hashPassword(shared.seedUser.password, shared.seedUserHash) };
+  const users = new Map([user, seeder].map((u) => [u.id, u]));
   const cookieKey = secret();
 
   const configuration: Configuration = {
     clients: metadata,
     async findAccount(_ctx, sub) {
-      if (sub !== user.id) return undefined;
-      return { accountId: user.id, claims: async () => ({ sub: user.id, email: user.email, email_verified: false, name: user.name }) };
+      const account = users.get(sub);
+      if (!account) return undefined;
+      return { accountId: account.id, claims: async () => ({ sub: account.id, email: account.email, email_verified: false, name: account.name }) };
     },
     claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'] },
     scopes: [...oidcScopes, ...apiScopes],
@@ -94,11 +97,11 @@ export async function start(mode: TokenMode): Promise<{ fixtures: ServerFixtures
   };
 
   const provider = new Provider(url, configuration);
-  provider.use(interactions(provider, user, cookieKey));
+  provider.use(interactions(provider, [...users.values()], cookieKey));
   server.on('request', provider.callback());
 
   return {
-    fixtures: { url, clients, user: { email: user.email, password: user.password } },
+    fixtures: { url, clients, user: { email: user.email, password: user.password }, seedUser: { email: seeder.email, password: seeder.password } },
     close: () => new Promise<void>((resolve) => {
       server.close(() => resolve());
       server.closeAllConnections();
@@ -117,7 +120,7 @@ const page = (title: string, action: string, csrf: string, fields: string) => `<
 <button type="submit">Continue</button></form></main></body></html>`;
 
 /** The least an app must add to the library: a login page with a password check, and a consent page. */
-function interactions(provider: Provider, user: { id: string; email: string; passwordHash: string }, csrfKey: string) {
+function interactions(provider: Provider, users: { id: string; email: string; passwordHash: string }[], csrfKey: string) {
   const csrfFor = (uid: string) => createHmac('sha256', csrfKey).update(`interaction:${uid}`).digest('base64url');
   const csrfValid = (uid: string, given: string | null) => {
     const expected = Buffer.from(csrfFor(uid));
@@ -144,7 +147,8 @@ function interactions(provider: Provider, user: { id: string; email: string; pas
       return undefined;
     }
     if (match[2] === 'login') {
-      const ok = form.get('email') === user.email && (await verifyPassword(form.get('password') ?? '', user.passwordHash));
+      const user = users.find((u) => u.email === form.get('email'));
+      const ok = user !== undefined && (await verifyPassword(form.get('password') ?? '', user.passwordHash));
       if (!ok) {
         ctx.status = 401;
         ctx.body = 'wrong email or password';
