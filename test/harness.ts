@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -12,16 +12,37 @@ import { createApiServer, type ApiServer, type ApiServerOptions } from '../src/r
 
 export const POSTGRES_URL = 'postgres://postgres@127.0.0.1:5432/test';
 
-/** A port nobody listens on right now (the issuer must be known before the server starts). */
+/**
+ * A port nobody listens on right now, for a server to bind next (the issuer must be known before
+ * the server starts, and a child process binds its own). It is picked below the kernel's ephemeral
+ * range, where servers listening on port 0 and outgoing connections get theirs: a port from that
+ * range, free when probed, was taken by another test file's server before a child process bound it
+ * (EADDRINUSE in CI, and the test then talked to that other server).
+ */
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+  for (;;) {
+    const port = LOWEST_PORT + Math.floor(Math.random() * (ephemeralFrom - LOWEST_PORT));
+    if (await canListen(port)) return port;
+  }
+}
+
+const LOWEST_PORT = 10_000;
+/** Where the ephemeral range begins (Linux; 32768 elsewhere, below every other system's range). */
+const ephemeralFrom = (() => {
+  try {
+    return Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || 32768;
+  } catch {
+    return 32768;
+  }
+})();
+
+/** Whether `port` can be bound on every address, as `latchkey serve` binds it. */
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const probe = net.createServer();
     probe.unref();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as net.AddressInfo;
-      probe.close(() => resolve(port));
-    });
+    probe.once('error', () => resolve(false));
+    probe.listen(port, () => probe.close(() => resolve(true)));
   });
 }
 
