@@ -373,7 +373,7 @@ async function measureTogether(loads: LoadPlan[], answering: RunningServer[], po
         // The sequences a turn cut off go on at its server (a login's password hash keeps its core
         // busy for a second or more after its client left): the next turn waits for them to end.
         if (indivisible) await waitUntilIdle(servers.values());
-        const result = await runLoad(loads[i]!, { connections: settings.connections, seconds: turn, leadSeconds: indivisible ? settings.sequenceLeadSeconds : 0 });
+        const result = await runLoad(loads[i]!, { connections: settings.connections, seconds: turn, leadSeconds: loads[i]!.indivisible ? settings.sequenceLeadSeconds : 0 });
         const othersMs = others.lap(postgresIsOurs[i] === true);
         if (round < 0) {
           warming[i]!.push(result.rps);
