@@ -57,6 +57,12 @@ export const COLLECTIONS = 'LATCHKEY_BENCH_COLLECTIONS ';
 export interface Collections {
   /** Full (mark-compact) collections. */
   full: number;
+  /**
+   * Of those, the ones V8's memory reducer started: when the process looks idle, or, busy or not,
+   * 100 s after the last full collection (its watchdog). They carry the callback flag
+   * kGCCallbackFlagCollectAllExternalMemory, which no other collection of a server here does.
+   */
+  byMemoryReducer: number;
   /** The longest pause of any collection, in ms. */
   longestPauseMs: number;
 }

@@ -226,7 +226,7 @@ async function main(): Promise<void> {
           half && half.longestSilence >= SERVER_NOTED_MS ? `@½ the server answered nothing for ${half.longestSilence.toFixed(0)} ms with requests in flight` : undefined,
           half && half.longestWait >= SERVER_NOTED_MS ? `@½ the server fell behind the offered rate: a request waited ${half.longestWait.toFixed(0)} ms for a free connection` : undefined,
           stolenMs !== undefined && stolenMs >= SERVER_NOTED_MS ? `@½ the hypervisor took the server's core for ${stolenMs} ms (steal)` : undefined,
-          collections && (collections.full > 0 || collections.longestPauseMs >= GC_PAUSE_NOTED_MS) ? `@½ the server's longest GC pause: ${collections.longestPauseMs.toFixed(0)} ms (${collections.full} full collection${collections.full === 1 ? '' : 's'})` : undefined,
+          collections && (collections.full > 0 || collections.longestPauseMs >= GC_PAUSE_NOTED_MS) ? `@½ the server's longest GC pause: ${collections.longestPauseMs.toFixed(0)} ms (${describeCollections(collections)})` : undefined,
           othersMs !== undefined && othersMs >= settings.redoPacedOthersMs ? `other processes used ${othersMs.toFixed(0)} ms of CPU @½` : undefined,
         ].filter(Boolean).join('; ') || undefined,
         hRps,
@@ -319,10 +319,18 @@ async function measureHalfLoad(load: LoadPlan, rate: number, postgresIsOurs: boo
   }
 }
 
+/** "2 full collections, 1 of them by V8's memory reducer". */
+function describeCollections({ full, byMemoryReducer }: Collections): string {
+  const counted = `${full} full collection${full === 1 ? '' : 's'}`;
+  if (byMemoryReducer === 0) return counted;
+  return `${counted}, ${full === 1 ? 'made' : `${byMemoryReducer} of them`} by V8's memory reducer`;
+}
+
 /** The collections of several processes together; undefined if one did not answer. */
 function combineCollections(each: (Collections | undefined)[]): Collections | undefined {
   if (each.some((c) => c === undefined)) return undefined;
-  return { full: each.reduce((n, c) => n + c!.full, 0), longestPauseMs: Math.max(0, ...each.map((c) => c!.longestPauseMs)) };
+  const sum = (field: 'full' | 'byMemoryReducer') => each.reduce((n, c) => n + c![field], 0);
+  return { full: sum('full'), byMemoryReducer: sum('byMemoryReducer'), longestPauseMs: Math.max(0, ...each.map((c) => c!.longestPauseMs)) };
 }
 
 /**

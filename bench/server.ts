@@ -42,10 +42,15 @@ const stop = async () => {
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);
 // The garbage collections since the benchmark last asked: it asks before and after a paced run.
-let collections: Collections = { full: 0, longestPauseMs: 0 };
+const noCollections = (): Collections => ({ full: 0, byMemoryReducer: 0, longestPauseMs: 0 });
+let collections = noCollections();
 new PerformanceObserver((list) => {
   for (const entry of list.getEntries()) {
-    if ((entry as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) collections.full += 1;
+    const detail = (entry as PerformanceEntry & { detail?: { kind?: number; flags?: number } }).detail;
+    if (detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) {
+      collections.full += 1;
+      if ((detail.flags ?? 0) & constants.NODE_PERFORMANCE_GC_FLAGS_ALL_EXTERNAL_MEMORY) collections.byMemoryReducer += 1;
+    }
     collections.longestPauseMs = Math.max(collections.longestPauseMs, entry.duration);
   }
 }).observe({ entryTypes: ['gc'] });
@@ -53,7 +58,7 @@ const asked = createInterface({ input: process.stdin });
 asked.on('line', (line) => {
   if (line !== ASK_COLLECTIONS) return;
   process.stdout.write(`${COLLECTIONS}${JSON.stringify(collections)}\n`);
-  collections = { full: 0, longestPauseMs: 0 };
+  collections = noCollections();
 });
 // If the benchmark dies without a word, its end of the pipe closes: stop with it.
 asked.on('close', stop);
