@@ -1,6 +1,6 @@
 // The paced load generator, as a small process of its own (plain JavaScript, nothing else loaded).
 // Run by paced.ts:
-//   node bench/paced-client.mjs '{"origin":..., "method":..., "path":..., "headers":{...}, "body":..., "rate":..., "seconds":..., "connections":...,
+//   node bench/paced-client.mjs '{"origin":..., "method":..., "path":..., "headers":{...}, "body":..., "rate":..., "seconds":..., "connections":..., "sharesCore":...,
 //                                 "rotate": {"bodyBefore":..., "field":..., "seeds":[...]} (optional)}'
 // Prints one JSON line: { p50, p99, requests, failures, rps, longestPause, longestSilence, longestWait }; or, when no answer
 // came for STALLED_MS while requests were due or in flight, { stalled } and exits with 3.
@@ -158,13 +158,15 @@ idle.push(...connections);
 
 // Sends `rate` requests a second, evenly spaced, until all `total` are answered. Between turns it
 // polls (setImmediate) when requests are due more often than SPIN_ABOVE_RATE a second; slower than
-// that it sleeps until the next one is due (a timer: a millisecond at the least, so up to four
-// requests may go out together). A loop that never sleeps keeps its core busy, and a local
-// PostgreSQL server shares that core (pinLocalPostgres in targets.ts): each query then waited for
-// the scheduler to take the core from this process. Paced refresh_token on PostgreSQL @500 had a
-// p50 of 4.9-6.0 ms with this process polling, 2.0-2.4 ms with it sleeping.
+// that it sleeps until the next one is due (a timer: a millisecond at the least, so the requests due
+// meanwhile go out together, a few at a time). It never polls while the
+// server's database shares this process's core (`sharesCore`: a local PostgreSQL server,
+// pinLocalPostgres in targets.ts): a loop that never sleeps keeps that core busy, and each query
+// then waited for the scheduler to take the core from this process. Paced refresh_token on
+// PostgreSQL @500 had a p50 of 4.9-6.0 ms with this process polling, 2.0-2.4 ms with it sleeping;
+// client_credentials on PostgreSQL @4,015, polling, fell behind until a request waited 1.15 s.
 const SPIN_ABOVE_RATE = 4000;
-const spins = spec.rate > SPIN_ABOVE_RATE;
+const spins = spec.rate > SPIN_ABOVE_RATE && !spec.sharesCore;
 const started = performance.now();
 const measuredStart = started + measuredFrom * interval;
 let lastTick = started;

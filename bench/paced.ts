@@ -32,7 +32,7 @@ export const MAX_PACED_RATE = 40000;
  * not paced (MAX_PACED_RATE).
  * Single-request plans only, fixed or `rotating`; the authorization-code flow's sequence is not paced.
  */
-export async function runPaced(plan: LoadPlan, options: { rate: number; seconds: number; connections: number }): Promise<PacedResult | undefined> {
+export async function runPaced(plan: LoadPlan, options: { rate: number; seconds: number; connections: number; sharesCore: boolean }): Promise<PacedResult | undefined> {
   const [template, ...more] = plan.requests;
   if (!template || more.length > 0 || options.rate > MAX_PACED_RATE) return undefined;
   // The client sends one fixed request, or one whose body carries the token the last answer gave.

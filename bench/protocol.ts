@@ -59,8 +59,9 @@ export interface Collections {
   full: number;
   /**
    * Of those, the ones V8's memory reducer started: when the process looks idle, or, busy or not,
-   * 100 s after the last full collection (its watchdog). They carry the callback flag
-   * kGCCallbackFlagCollectAllExternalMemory, which no other collection of a server here does.
+   * 100 s after the last full collection (its watchdog). Of V8's collections, these alone carry the
+   * callback flag kGCCallbackFlagCollectAllExternalMemory without
+   * kGCCallbackFlagSynchronousPhantomCallbackProcessing (those for external memory carry both).
    */
   byMemoryReducer: number;
   /** The longest pause of any collection, in ms. */

@@ -297,7 +297,8 @@ async function measureHalfLoad(load: LoadPlan, rate: number, postgresIsOurs: boo
     try {
       // What the servers collected before this run is not this run's.
       await Promise.all(own.map((s) => s.collections()));
-      half = await runPaced(load, { connections: settings.connections, seconds: settings.halfLoadSeconds, rate });
+      // The local PostgreSQL server runs on the paced client's core (pinLocalPostgres).
+      half = await runPaced(load, { connections: settings.connections, seconds: settings.halfLoadSeconds, rate, sharesCore: postgresIsOurs && database !== undefined });
       collections = combineCollections(await Promise.all(own.map((s) => s.collections())));
     } catch (err) {
       // The row says so, and the p99 goal is not met; the other rows are still measured.

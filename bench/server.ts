@@ -49,7 +49,10 @@ new PerformanceObserver((list) => {
     const detail = (entry as PerformanceEntry & { detail?: { kind?: number; flags?: number } }).detail;
     if (detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) {
       collections.full += 1;
-      if ((detail.flags ?? 0) & constants.NODE_PERFORMANCE_GC_FLAGS_ALL_EXTERNAL_MEMORY) collections.byMemoryReducer += 1;
+      const flags = detail.flags ?? 0;
+      const allExternal = constants.NODE_PERFORMANCE_GC_FLAGS_ALL_EXTERNAL_MEMORY;
+      const externalPressure = allExternal | constants.NODE_PERFORMANCE_GC_FLAGS_SYNCHRONOUS_PHANTOM_PROCESSING;
+      if ((flags & externalPressure) === allExternal) collections.byMemoryReducer += 1; // see Collections
     }
     collections.longestPauseMs = Math.max(collections.longestPauseMs, entry.duration);
   }
