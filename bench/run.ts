@@ -58,9 +58,12 @@ const settings = {
   redoneTurnsPerRow: 4,
   // Likewise a paced run (p99 @½) during which they took this much CPU, its warm-up included (a
   // quiet run here: under 100 ms), is run again, at most `redonePacedRunsPerRow` times a row; and
-  // so is one in which the paced client itself stalled this long (a quiet run here: under 10 ms).
+  // so is one in which the paced client itself stalled this long (a quiet run here: under 10 ms),
+  // and one in which the hypervisor took the server's core this long (its steal in /proc/stat, in
+  // steps of 10 ms; a quiet run: 0). In one full run here it took 60 ms in a paced run (p99 13.7 ms).
   redoPacedOthersMs: 150,
   redoPacedClientStallMs: 20,
+  redoPacedStealMs: 20,
   redonePacedRunsPerRow: 2,
   // Those reruns happen only while the run has used less than this of its 10 minutes: on a noisy
   // machine the rest keeps its disturbed measurements, which the notes describe, rather than run
@@ -277,8 +280,9 @@ async function main(): Promise<void> {
  * The paced run at `rate` (p99 @½), run again (`redonePacedRunsPerRow` times at most) while
  * processes outside the benchmark took `redoPacedOthersMs` of CPU during it, or while the paced
  * client itself stalled `redoPacedClientStallMs` (its loop paused: the requests due meanwhile
- * then go out at once, a burst of its own making). As with a throughput turn, the
- * choice looks only at what other processes and the client did, never at the server's latencies.
+ * then go out at once, a burst of its own making), or while the hypervisor took the server's core
+ * for `redoPacedStealMs`. As with a throughput turn, the choice looks only at what other
+ * processes, the client and the hypervisor did, never at the server's latencies.
  * The other targets' servers, idle on the same core, are stopped meanwhile (SIGSTOP): their own
  * timers and garbage collections (an idle Latchkey instance ran three full collections of 17-22 ms
  * about a minute after its start) otherwise took the core from the measured server. Only `own`
@@ -308,15 +312,17 @@ async function measureHalfLoad(load: LoadPlan, rate: number, postgresIsOurs: boo
     }
     if (!half) return { repeated };
     const othersMs = others.lap(postgresIsOurs);
+    const stolenMs = stolen();
     const why = [
       othersMs !== undefined && othersMs >= settings.redoPacedOthersMs ? `other processes took ${othersMs.toFixed(0)} ms of CPU` : undefined,
       half.longestPause >= settings.redoPacedClientStallMs ? `the paced client itself stalled ${half.longestPause.toFixed(0)} ms` : undefined,
+      stolenMs !== undefined && stolenMs >= settings.redoPacedStealMs ? `the hypervisor took the server's core for ${stolenMs} ms` : undefined,
     ].filter(Boolean).join(', ');
     if (why && repeated.length < settings.redonePacedRunsPerRow && mayRerun()) {
       repeated.push(why);
       continue;
     }
-    return { half, stealHalf: steal(), stolenMs: stolen(), othersMs, repeated, collections };
+    return { half, stealHalf: steal(), stolenMs, othersMs, repeated, collections };
   }
 }
 
