@@ -42,6 +42,9 @@ const stop = async () => {
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);
 // The garbage collections since the benchmark last asked: it asks before and after a paced run.
+// The memory reducer's carry ALL_EXTERNAL_MEMORY without SYNCHRONOUS_PHANTOM_PROCESSING (see Collections).
+const ALL_EXTERNAL = constants.NODE_PERFORMANCE_GC_FLAGS_ALL_EXTERNAL_MEMORY;
+const REDUCER_MASK = ALL_EXTERNAL | constants.NODE_PERFORMANCE_GC_FLAGS_SYNCHRONOUS_PHANTOM_PROCESSING;
 const noCollections = (): Collections => ({ full: 0, byMemoryReducer: 0, longestPauseMs: 0 });
 let collections = noCollections();
 new PerformanceObserver((list) => {
@@ -49,10 +52,7 @@ new PerformanceObserver((list) => {
     const detail = (entry as PerformanceEntry & { detail?: { kind?: number; flags?: number } }).detail;
     if (detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) {
       collections.full += 1;
-      const flags = detail.flags ?? 0;
-      const allExternal = constants.NODE_PERFORMANCE_GC_FLAGS_ALL_EXTERNAL_MEMORY;
-      const externalPressure = allExternal | constants.NODE_PERFORMANCE_GC_FLAGS_SYNCHRONOUS_PHANTOM_PROCESSING;
-      if ((flags & externalPressure) === allExternal) collections.byMemoryReducer += 1; // see Collections
+      if (((detail.flags ?? 0) & REDUCER_MASK) === ALL_EXTERNAL) collections.byMemoryReducer += 1;
     }
     collections.longestPauseMs = Math.max(collections.longestPauseMs, entry.duration);
   }
