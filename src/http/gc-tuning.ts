@@ -23,6 +23,9 @@ import v8 from 'node:v8';
  * steps on the main thread between requests (the longest 0.2-5 ms), and what remains is the final
  * pause: 4-10 ms, at times up to 23. With more than one CPU the helper thread runs beside the
  * event loop, and V8's default stays.
+ *
+ * V8's memory reducer cannot be switched off here: V8 reads --no-memory-reducer only when the
+ * process starts (set later, it changes nothing), so `npm start` passes it to Node (package.json).
  */
 export function tuneGarbageCollectorForServing(): void {
   v8.setFlagsFromString('--no-allocation-site-pretenuring');
