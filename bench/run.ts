@@ -268,7 +268,7 @@ async function main(): Promise<void> {
     machine: machine([
       cpus ? `servers pinned to CPU ${cpus.server}, load generator to CPU ${cpus.load}${database ? `, ${database.placement}` : ''} (taskset)` : 'no CPU pinning (taskset missing or one CPU)',
       prioritised ? `the benchmark's processes at nice ${BENCH_NICE}, above the machine's other services` : `the benchmark's processes at normal priority (nice ${BENCH_NICE} was not allowed)`,
-      `Latchkey's processes started as \`npm start\` starts them (node ${LATCHKEY_NODE_FLAGS.join(' ')}), the peer and H with Node's defaults`,
+      ...(LATCHKEY_NODE_FLAGS.length ? [`Latchkey's processes started with the Node options of \`npm start\` (${LATCHKEY_NODE_FLAGS.join(' ')}), the peer and H with Node's defaults`] : []),
     ].join('; ')),
     settings,
     steal: runSteal(),

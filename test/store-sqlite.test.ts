@@ -212,6 +212,18 @@ describe('the SQLite token store', () => {
     expect(await pragma('wal_autocheckpoint')).toBeGreaterThanOrEqual(8 * 4096);
   });
 
+  it("gives the server's connection SQLite's own 2 MiB page cache, not the 16 MiB better-sqlite3 builds it with", async () => {
+    // A pragma's value as this connection sees it, and as a connection better-sqlite3 opens with its defaults.
+    const ours = Object.values((await server.knex.raw('PRAGMA cache_size'))[0] as object)[0];
+    const plain = new Sqlite(file.url);
+    try {
+      expect(plain.prepare('PRAGMA cache_size').get()).toEqual({ cache_size: -16000 });
+    } finally {
+      plain.close();
+    }
+    expect(ours).toBe(-2000);
+  });
+
   const walBytes = () => statSync(`${file.url}-wal`).size;
   /**
    * A burst that leaves the WAL file longer than the 32 MiB it is cut back to: a reader in the

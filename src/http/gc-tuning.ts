@@ -24,8 +24,9 @@ import v8 from 'node:v8';
  * pause: 4-10 ms, at times up to 23. With more than one CPU the helper thread runs beside the
  * event loop, and V8's default stays.
  *
- * V8's memory reducer cannot be switched off here: V8 reads --no-memory-reducer only when the
- * process starts (set later, it changes nothing), so `npm start` passes it to Node (package.json).
+ * V8's memory reducer stays on, and cannot be switched off here in any case: V8 reads
+ * --no-memory-reducer only when the process starts (set later, it changes nothing). See the README
+ * (Configuration) for what it costs and what starting Node without it costs.
  */
 export function tuneGarbageCollectorForServing(): void {
   v8.setFlagsFromString('--no-allocation-site-pretenuring');
