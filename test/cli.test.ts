@@ -84,7 +84,9 @@ describe('the latchkey CLI', () => {
     try {
       await waitForJson(`http://127.0.0.1:${port}/.well-known/openid-configuration`);
       const verify = async (key: string) => fetch(`http://127.0.0.1:${apiPort}/v1/auth/verify`, { headers: { authorization: `Bearer ${key}` } });
-      expect(await (await verify(created.key)).json()).toMatchObject({ authenticated: true, auth_method: 'api_key', environment: 'live', key_id: created.id });
+      // `serve` starts the companion API once the authorization server listens: wait for it too.
+      const first = await waitForJson(`http://127.0.0.1:${apiPort}/v1/auth/verify`, { headers: { authorization: `Bearer ${created.key}` } });
+      expect(first).toMatchObject({ authenticated: true, auth_method: 'api_key', environment: 'live', key_id: created.id });
 
       const rolled = await json('keys', 'roll', created.id, '--grace', '1h');
       expect(rolled.key).toMatch(/^sk_live_/);
@@ -134,10 +136,10 @@ describe('the latchkey CLI', () => {
   });
 });
 
-async function waitForJson(url: string) {
+async function waitForJson(url: string, init?: RequestInit) {
   for (let attempt = 0; attempt < 100; attempt += 1) {
     try {
-      const res = await fetch(url);
+      const res = await fetch(url, init);
       if (res.ok) return res.json();
     } catch {
       // not listening yet
