@@ -78,10 +78,12 @@ export function openDatabase(url: string): Database {
 type Pragmas = { pragma(sql: string): unknown };
 // SQLite's page cache for the connection, in KiB when negative (SQLite's own default, 2 MiB).
 // better-sqlite3 builds SQLite with 16 MiB (SQLITE_DEFAULT_CACHE_SIZE=-16000), and after the
-// benchmark's token rows that cache held ~16 MiB of the server's RSS; the pages its writes and
-// reads keep using are few: tokens go to the right edge of the table's B-tree and of expires_at's
-// index (ids in order of issue, see token-ids.ts), and the file's other pages stay in the
-// operating system's cache.
+// benchmark's token rows that cache held ~16 MiB of the server's RSS. The pages writes and reads
+// keep coming back to are few: tokens go to the right edge of the table's B-tree (ids in order of
+// issue, see token-ids.ts) and near the right edges of expires_at's index (one for each lifetime);
+// other pages, a refresh token's grant_id entry among them, come from the operating system's
+// cache of the file (client_credentials 1.06x and refresh_token 0.93x the peer with 2 MiB in one
+// partial run here; 0.99-1.14x and 0.88-0.97x in full runs with 16 MiB the same day).
 const PAGE_CACHE_KIB = -2000;
 const READS = new Set(['select', 'first', 'pluck']);
 
