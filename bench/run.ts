@@ -18,7 +18,7 @@ import { combine, runLoad, type LoadPlan, type LoadResult } from './load.ts';
 import { runPaced, type PacedResult } from './paced.ts';
 import type { Collections, TokenMode } from './protocol.ts';
 import { addRatios, evaluateGoals, machine, markdown, textTable, type Report, type Row } from './report.ts';
-import { BENCH_NICE, cpus, LATCHKEY_NODE_FLAGS, killAllNow, othersCpuMeter, pinLocalPostgres, pinSelf, raisePriority, serverCoreStealMeter, specFor, startServer, stealMeter, targetLabels, waitUntilIdle, type RunningServer } from './targets.ts';
+import { BENCH_NICE, cpus, killAllNow, othersCpuMeter, pinLocalPostgres, pinSelf, raisePriority, serverCoreStealMeter, specFor, startServer, stealMeter, targetLabels, waitUntilIdle, type RunningServer } from './targets.ts';
 
 const benchDir = path.dirname(fileURLToPath(import.meta.url));
 const { values: args } = parseArgs({
@@ -268,7 +268,6 @@ async function main(): Promise<void> {
     machine: machine([
       cpus ? `servers pinned to CPU ${cpus.server}, load generator to CPU ${cpus.load}${database ? `, ${database.placement}` : ''} (taskset)` : 'no CPU pinning (taskset missing or one CPU)',
       prioritised ? `the benchmark's processes at nice ${BENCH_NICE}, above the machine's other services` : `the benchmark's processes at normal priority (nice ${BENCH_NICE} was not allowed)`,
-      ...(LATCHKEY_NODE_FLAGS.length ? [`Latchkey's processes started with the Node options of \`npm start\` (${LATCHKEY_NODE_FLAGS.join(' ')}), the peer and H with Node's defaults`] : []),
     ].join('; ')),
     settings,
     steal: runSteal(),

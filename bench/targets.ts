@@ -7,7 +7,6 @@ import type { TargetId } from './endpoints.ts';
 import { ASK_COLLECTIONS, COLLECTIONS, READY, type Collections, type ServerFixtures, type ServerSpec, type TokenMode } from './protocol.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const packageJson = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
 
 export const targetLabels: Record<TargetId, string> = {
   H: 'H (bare Koa)',
@@ -128,21 +127,12 @@ export function killAllNow(): void {
   live.clear();
 }
 
-// Latchkey's processes start with the Node options `npm start` gives them (package.json); the peer
-// and H keep Node's defaults.
-const LATCHKEY_KINDS = new Set<ServerSpec['kind']>(['latchkey', 'latchkey-api']);
-export const LATCHKEY_NODE_FLAGS = ((start = '') => {
-  const options = /^node((?: --\S+)*) bin\/latchkey\.mjs serve$/.exec(start)?.[1];
-  if (options === undefined) throw new Error(`package.json's start script is not "node [options] bin/latchkey.mjs serve": ${start}`);
-  return options.split(' ').filter(Boolean);
-})(packageJson.scripts.start);
-
 export async function startServer(name: string, spec: ServerSpec): Promise<RunningServer> {
   // BENCH_CPU_PROF=dir writes a V8 CPU profile of every server into dir (open it in Chrome DevTools).
   const profile = process.env.BENCH_CPU_PROF ? [`--cpu-prof`, `--cpu-prof-dir=${path.resolve(process.env.BENCH_CPU_PROF)}`] : [];
   // BENCH_NODE_FLAGS='--flag ...' runs every server (each target alike) with these Node options.
   const flags = process.env.BENCH_NODE_FLAGS?.split(/\s+/).filter(Boolean) ?? [];
-  const node = [process.execPath, ...profile, ...(LATCHKEY_KINDS.has(spec.kind) ? LATCHKEY_NODE_FLAGS : []), ...flags, path.join(root, 'bin', 'run-ts.mjs'), path.join(root, 'bench', 'server.ts'), JSON.stringify(spec)];
+  const node = [process.execPath, ...profile, ...flags, path.join(root, 'bin', 'run-ts.mjs'), path.join(root, 'bench', 'server.ts'), JSON.stringify(spec)];
   const [command, ...args] = cpus ? ['taskset', '-c', cpus.server, ...node] : node;
   const child = spawn(command!, args, { cwd: root, stdio: ['pipe', 'pipe', 'pipe'] });
   live.add(child);

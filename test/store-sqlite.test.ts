@@ -203,25 +203,26 @@ describe('the SQLite token store', () => {
     }
   });
 
+  /** A pragma's value as the server's connection sees it. */
+  const pragma = async (name: string) => Object.values((await server.knex.raw(`PRAGMA ${name}`))[0] as object)[0];
+
   it('leaves checkpoints and cutting the WAL back to the checkpoint thread while it runs', async () => {
     await Promise.all(Array.from({ length: 20 }, id).map((key) => adapter('AccessToken').upsert(key, { jti: key }, 600)));
     // The server's connection never truncates the WAL, and checkpoints on a commit only as a
     // fallback, at 8 times the length the thread lets the WAL grow to (4,096 frames).
-    const pragma = async (name: string) => Object.values((await server.knex.raw(`PRAGMA ${name}`))[0] as object)[0];
     expect(await pragma('journal_size_limit')).toBe(-1);
     expect(await pragma('wal_autocheckpoint')).toBeGreaterThanOrEqual(8 * 4096);
   });
 
   it("gives the server's connection SQLite's own 2 MiB page cache, not the 16 MiB better-sqlite3 builds it with", async () => {
-    // A pragma's value as this connection sees it, and as a connection better-sqlite3 opens with its defaults.
-    const ours = Object.values((await server.knex.raw('PRAGMA cache_size'))[0] as object)[0];
+    // As a connection better-sqlite3 opens with its defaults has it, and as the server's has it.
     const plain = new Sqlite(file.url);
     try {
       expect(plain.prepare('PRAGMA cache_size').get()).toEqual({ cache_size: -16000 });
     } finally {
       plain.close();
     }
-    expect(ours).toBe(-2000);
+    expect(await pragma('cache_size')).toBe(-2000);
   });
 
   const walBytes = () => statSync(`${file.url}-wal`).size;
