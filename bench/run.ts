@@ -225,6 +225,7 @@ async function main(): Promise<void> {
         p99: full.p99,
         p99Half: half?.p99,
         pacedFailed: failed,
+        pacedFailures: half?.failures || undefined,
         stealHalf,
         peakRssMb,
         failures: full.failures,
