@@ -24,6 +24,13 @@ export interface Endpoint {
    * API's core), and each one paused the API for 10-20 ms (API key unknown @8,150: p99 15.8 ms).
    */
   withoutAuthServer?: boolean;
+  /**
+   * Answered from the server's memory, with no query to its database (discovery and JWKS,
+   * serialised once: checked against PostgreSQL's own transaction count). On PostgreSQL's rows
+   * the paced client then polls as on any other target's (see sharesCore in paced-client.mjs):
+   * the database it would leave the core to is idle.
+   */
+  servedFromMemory?: boolean;
   /** Builds the load against a running server; checks once that the endpoint answers as expected. */
   prepare(fx: ServerFixtures): Promise<LoadPlan>;
 }
@@ -108,6 +115,7 @@ export const endpoints: readonly Endpoint[] = [
     label: 'discovery',
     mode: 'opaque',
     targets: AUTH_SERVERS,
+    servedFromMemory: true,
     prepare: (fx) => simple(fx.url, get('/.well-known/openid-configuration')),
   },
   {
@@ -115,6 +123,7 @@ export const endpoints: readonly Endpoint[] = [
     label: 'JWKS',
     mode: 'opaque',
     targets: AUTH_SERVERS,
+    servedFromMemory: true,
     prepare: (fx) => simple(fx.url, get('/oauth/jwks')),
   },
   clientCredentials('cc-opaque', 'client_credentials (opaque)', 'opaque'),

@@ -213,7 +213,7 @@ async function main(): Promise<void> {
     const summary: string[] = [];
     for (const [i, { target, own, load }] of measured.entries()) {
       const { result: full, turnRps, peakRssMb, redone, moreWarmup } = results[i]!;
-      const { half, failed, stealHalf, stolenMs, othersMs, repeated, collections } = target === 'H' ? {} : await measureHalfLoad(load, full.rps / 2, target === 'postgres', own);
+      const { half, failed, stealHalf, stolenMs, othersMs, repeated, collections } = target === 'H' ? {} : await measureHalfLoad(load, full.rps / 2, { ours: target === 'postgres', queried: target === 'postgres' && !endpoint.servedFromMemory }, own);
       rows.push({
         endpoint: endpoint.id,
         label: endpoint.label,
@@ -300,9 +300,11 @@ async function main(): Promise<void> {
  * The other targets' servers, idle on the same core, are stopped meanwhile (SIGSTOP): their own
  * timers and garbage collections (an idle Latchkey instance ran three full collections of 17-22 ms
  * about a minute after its start) otherwise took the core from the measured server. Only `own`
- * (the processes the row needs: see main) run.
+ * (the processes the row needs: see main) run. `postgres.ours`: the local PostgreSQL server is the
+ * measured target's, no outsider; `postgres.queried`: and the row's requests query it, so the paced
+ * client leaves it the core they share (sharesCore in paced-client.mjs).
  */
-async function measureHalfLoad(load: LoadPlan, rate: number, postgresIsOurs: boolean, own: RunningServer[]): Promise<{ half?: PacedResult; failed?: string; stealHalf?: number; stolenMs?: number; othersMs?: number; repeated: string[]; collections?: Collections }> {
+async function measureHalfLoad(load: LoadPlan, rate: number, postgres: { ours: boolean; queried: boolean }, own: RunningServer[]): Promise<{ half?: PacedResult; failed?: string; stealHalf?: number; stolenMs?: number; othersMs?: number; repeated: string[]; collections?: Collections }> {
   const repeated: string[] = [];
   for (;;) {
     const began = Date.now();
@@ -317,7 +319,7 @@ async function measureHalfLoad(load: LoadPlan, rate: number, postgresIsOurs: boo
       // What the servers collected before this run is not this run's.
       await Promise.all(own.map((s) => s.collections()));
       // The local PostgreSQL server runs on the paced client's core (pinLocalPostgres).
-      half = await runPaced(load, { connections: settings.connections, seconds: settings.halfLoadSeconds, rate, sharesCore: postgresIsOurs && database !== undefined });
+      half = await runPaced(load, { connections: settings.connections, seconds: settings.halfLoadSeconds, rate, sharesCore: postgres.queried && database !== undefined });
       collections = combineCollections(await Promise.all(own.map((s) => s.collections())));
     } catch (err) {
       // The row says so, and the p99 goal is not met; the other rows are still measured.
@@ -326,7 +328,7 @@ async function measureHalfLoad(load: LoadPlan, rate: number, postgresIsOurs: boo
       for (const s of idle) s.resume();
     }
     if (!half) return { repeated };
-    const othersMs = others.lap(postgresIsOurs);
+    const othersMs = others.lap(postgres.ours);
     const stolenMs = stolen();
     const why = [
       othersMs !== undefined && othersMs >= settings.redoPacedOthersMs ? `other processes took ${othersMs.toFixed(0)} ms of CPU` : undefined,
