@@ -168,7 +168,7 @@ idle.push(...connections);
 // fell behind until a request waited 1.15 s. Sleeping costs a fast row its evenness: at 14,000 a
 // second a late timer sends dozens of requests at once, more than the connections, and JWKS on
 // PostgreSQL, which queries nothing, read 25.9, 66.8 and 190.5 ms in three full runs (a request
-// waited 28-204 ms for a free connection) while JWKS on SQLite read 1.7-3.8 ms.
+// waited 28-204 ms for a free connection) while JWKS on SQLite read 2.2-3.8 ms.
 const SPIN_ABOVE_RATE = 4000;
 const spins = spec.rate > SPIN_ABOVE_RATE && !spec.sharesCore;
 const started = performance.now();
