@@ -86,7 +86,7 @@ export function evaluateGoals(rows: Row[], rssAfter: Record<string, number>): Go
   // The in-memory peer's paced rows in the same run, for scale: what the machine allowed a server
   // with no store at all. A row whose paced requests failed is left out: its p99 is partly refusals
   // (the peer's refresh row, whose in-memory store drops grants: see its notes).
-  const peer = rows.filter((r) => r.target === 'peer' && r.p99Half !== undefined && !r.pacedFailed && !r.pacedFailures);
+  const peer = rows.filter((r) => r.target === 'peer' && r.p99Half !== undefined && !r.pacedFailures);
   const peerOver = peer.filter((r) => r.p99Half! >= 10);
   const peerContext = peer.length
     ? `; the in-memory peer, same run: ${peerOver.length} of ${peer.length} row${peer.length === 1 ? '' : 's'} over${peerOver.length ? ` (${peerOver.map((r) => `${r.label} ${ms(r.p99Half)} ms`).join(', ')})` : ''}`
