@@ -16,7 +16,7 @@ interface PgConnection {
  * `connection.query` with a callback, wrapped in a promise of our own. Awaiting the promise pg's
  * `client.query` returns instead, while an AsyncLocalStorage is in use (oidc-provider's is, in
  * every request), sent what the waiting requests held to V8's old generation: under load on
- * PostgreSQL a young collection promoted 44-660 KB (the more, the fewer requests in flight),
+ * PostgreSQL a young collection promoted 44-660 KB (the most with a few requests in flight),
  * against 4-16 KB this way and on SQLite, and those requests, dead soon after, brought a full
  * collection (a 10-20 ms pause) every 2-3 s at full load. A bare node:http server with one pg
  * client reproduces it: 600-800 KB promoted per young collection with pg's promise and one
