@@ -1,4 +1,5 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -146,6 +147,24 @@ export async function startAuthServer(options: { databaseUrl?: string; port?: nu
       await server.close();
       if (removeDatabase) sqlite?.cleanup();
     },
+  };
+}
+
+/**
+ * The server's provider (our layer included) on a port of its own, with `see` shown every
+ * request's Koa context before the provider handles it: a look the main port does not give, its
+ * middleware being composed when it started. Close it before the server.
+ */
+export async function watchContexts(as: TestAuthServer, see: (ctx: object) => void): Promise<{ url: string; close(): Promise<void> }> {
+  as.server.provider.use(async (ctx, next) => {
+    see(ctx);
+    await next();
+  });
+  const watched = http.createServer(as.server.provider.callback());
+  await new Promise<void>((resolve) => watched.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(watched.address() as net.AddressInfo).port}`,
+    close: () => new Promise((resolve) => watched.close(() => resolve())),
   };
 }
 

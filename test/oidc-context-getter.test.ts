@@ -1,9 +1,7 @@
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { KoaContextWithOIDC } from 'oidc-provider';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tokenRequest } from './flows.ts';
-import { startAuthServer, type TestAuthServer } from './harness.ts';
+import { startAuthServer, watchContexts, type TestAuthServer } from './harness.ts';
 
 // patches/oidc-provider+9.13.3.patch, applied by `npm install`: every request's `ctx.oidc` is
 // read through one getter shared by all requests. The library as published defines a getter
@@ -13,23 +11,17 @@ describe("oidc-provider's per-request context", () => {
   let as: TestAuthServer;
   let client: { client_id: string; client_secret?: string };
   const seen: KoaContextWithOIDC[] = [];
-  let watched: http.Server;
+  let watched: Awaited<ReturnType<typeof watchContexts>>;
   let url: string;
 
   beforeAll(async () => {
     as = await startAuthServer();
     client = await as.createClient({ redirectUris: [], grantTypes: ['client_credentials'], resourceServer: true });
-    // The same provider (our layer included), with a look at every context, on a port of its own.
-    as.server.provider.use(async (ctx, next) => {
-      seen.push(ctx as KoaContextWithOIDC);
-      await next();
-    });
-    watched = http.createServer(as.server.provider.callback());
-    await new Promise<void>((resolve) => watched.listen(0, '127.0.0.1', resolve));
-    url = `http://127.0.0.1:${(watched.address() as AddressInfo).port}`;
+    watched = await watchContexts(as, (ctx) => seen.push(ctx as KoaContextWithOIDC));
+    url = watched.url;
   });
   afterAll(async () => {
-    await new Promise((resolve) => watched?.close(resolve));
+    await watched?.close();
     await as?.close({ removeDatabase: true });
   });
 

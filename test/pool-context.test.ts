@@ -1,12 +1,10 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import v8 from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tokenRequest } from './flows.ts';
-import { postgresAvailable, startAuthServer, tempPostgres, type TestAuthServer } from './harness.ts';
+import { postgresAvailable, startAuthServer, tempPostgres, watchContexts, type TestAuthServer } from './harness.ts';
 
 v8.setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
@@ -21,7 +19,7 @@ describe.skipIf(!(await postgresAvailable()))('the database pool on PostgreSQL',
   let as: TestAuthServer;
   let service: [string, string];
   const contexts: WeakRef<object>[] = [];
-  let watched: http.Server;
+  let watched: Awaited<ReturnType<typeof watchContexts>>;
   let url: string;
 
   beforeAll(async () => {
@@ -29,17 +27,12 @@ describe.skipIf(!(await postgresAvailable()))('the database pool on PostgreSQL',
     as = await startAuthServer({ databaseUrl: database.url });
     const client = await as.createClient({ grantTypes: ['client_credentials'], scope: 'read', redirectUris: [] });
     service = [client.client_id, client.client_secret!];
-    // The same provider, with a weak look at every request's context, on a port of its own.
-    as.server.provider.use(async (ctx, next) => {
-      contexts.push(new WeakRef(ctx));
-      await next();
-    });
-    watched = http.createServer(as.server.provider.callback());
-    await new Promise<void>((resolve) => watched.listen(0, '127.0.0.1', resolve));
-    url = `http://127.0.0.1:${(watched.address() as AddressInfo).port}`;
+    // A weak look at every request's context.
+    watched = await watchContexts(as, (ctx) => contexts.push(new WeakRef(ctx)));
+    url = watched.url;
   });
   afterAll(async () => {
-    await new Promise((resolve) => watched?.close(resolve));
+    await watched?.close();
     await as?.close();
     await database?.cleanup();
   });
