@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import Provider from 'oidc-provider';
+import { createBatchMap } from '../src/db/batch-map.ts';
 import { beginPgTransaction, pgStatements, type PgResult } from '../src/db/pg-statements.ts';
 import { writeGateOf } from '../src/db/knex.ts';
 import { GRANTS, readTogetherFor, USERS } from '../src/db/read-together.ts';
@@ -311,8 +312,9 @@ function postgresStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore
   // at once, which took three connections and three round trips, the request waiting for the
   // slowest. A read waits for the other reads of the same id asked for before process.nextTick
   // runs: called from a promise callback, as oidc-provider's code is, that is once the promise
-  // callbacks queued meanwhile have run.
-  const reading = new Map<string, { models: string[]; rows: Promise<Map<string, StoredPayload>> }>();
+  // callbacks queued meanwhile have run. The reads asked for before the same process.nextTick are
+  // one batch, in a Map of their own (see batch-map.ts).
+  const reading = createBatchMap<string, { models: string[]; rows: Promise<Map<string, StoredPayload>> }>(process.nextTick);
   const findById = async (model: string, id: string): Promise<StoredPayload | undefined> => {
     if (model === 'Grant') {
       const grant = readTogether.get<StoredPayload>(GRANTS, id);
@@ -322,7 +324,6 @@ function postgresStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore
     if (!read) {
       const models: string[] = [];
       const rows = new Promise<void>((turnEnds) => process.nextTick(turnEnds)).then(async () => {
-        reading.delete(id);
         const { rows: found } = models.length === 1 ? await run('findById', [models[0], id]) : await run('findByIdAs', [models, id]);
         const byModel = new Map<string, StoredPayload>();
         for (const row of found as FoundWithGrant[]) {

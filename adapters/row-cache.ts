@@ -27,12 +27,13 @@ export function createRowCache() {
   // One map of rows per model, keyed by id; null: known not to exist. Introspection looks one token
   // up in three models (two miss): the same id string each time, whose hash V8 computes once and
   // keeps, where a key made of model and id would be a new string to build and hash every time.
-  const models = new Map<string, Map<string, CachedRow | null>>();
+  let models = new Map<string, Map<string, CachedRow | null>>();
   let size = 0;
   let version: number | undefined;
   const sync = (current: number) => {
     if (current !== version) {
-      models.clear();
+      // A new Map, not this one cleared: see src/db/batch-map.ts.
+      models = new Map();
       size = 0;
       version = current;
     }

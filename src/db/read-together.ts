@@ -1,4 +1,5 @@
 import type { Knex } from 'knex';
+import { createBatchMap } from './batch-map.ts';
 
 /** The tables of the rows kept: oidc-provider's grants (oidc_payloads rows of model Grant), and users. */
 export const GRANTS = 'oidc_payloads:Grant';
@@ -21,18 +22,10 @@ export interface ReadTogether {
 }
 
 function createReadTogether(): ReadTogether {
-  const tables = new Map<string, Map<string, object | null>>();
-  let kept = false;
-  const clear = () => {
-    tables.clear();
-    kept = false;
-  };
+  // The rows kept in this turn, by table: a new Map each turn, not one cleared (see batch-map.ts).
+  const tables = createBatchMap<string, Map<string, object | null>>(setImmediate);
   return {
     keep(table, id, row) {
-      if (!kept) {
-        kept = true;
-        setImmediate(clear);
-      }
       let rows = tables.get(table);
       if (!rows) tables.set(table, (rows = new Map()));
       rows.set(id, row);

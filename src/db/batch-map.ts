@@ -1,0 +1,36 @@
+/**
+ * A Map for what is asked for until `ends` calls back (at the turn's end with setImmediate, or at
+ * process.nextTick), then dropped whole: each batch gets a new Map, never one long-lived Map that
+ * is cleared, or emptied entry by entry, again and again.
+ *
+ * Why (V8, Node 20): once a Map has lived long enough to be in the old generation, each
+ * new hash table it gets (when it is cleared, or grows or shrinks) is allocated in the old
+ * generation too. A table left behind is garbage there until the next full collection, and until
+ * then every young collection keeps alive what that table held, and promotes it: each batch's rows
+ * went to the old generation. The rows read together for a refresh on PostgreSQL
+ * (read-together.ts) did: at 400 refreshes a second, each young collection promoted 87-108 KB,
+ * against 3-7 KB with a Map per batch, and full collections, with their pauses, came that much
+ * more often. (src/verification/single-flight.ts met the same with a Map emptied entry by entry.)
+ * test/batch-map.test.ts shows it with a Map cleared every turn.
+ */
+export interface BatchMap<K, V> {
+  get(key: K): V | undefined;
+  /** Adds to the open batch, opening one (and asking `ends` to close it) when none is open. */
+  set(key: K, value: V): void;
+}
+
+export function createBatchMap<K, V>(ends: (close: () => void) => void): BatchMap<K, V> {
+  let open: Map<K, V> | undefined;
+  return {
+    get: (key) => open?.get(key),
+    set(key, value) {
+      if (!open) {
+        const batch = (open = new Map());
+        ends(() => {
+          if (open === batch) open = undefined;
+        });
+      }
+      open.set(key, value);
+    },
+  };
+}
