@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 import Provider from 'oidc-provider';
-import { createBatchMap } from '../src/db/batch-map.ts';
+import { createBatchMap, createInFlight } from '../src/db/batch-map.ts';
 import { beginPgTransaction, pgStatements, type PgResult } from '../src/db/pg-statements.ts';
 import { writeGateOf } from '../src/db/knex.ts';
 import { GRANTS, readTogetherFor, USERS } from '../src/db/read-together.ts';
@@ -242,13 +242,8 @@ function postgresStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore
   // rows in the same order.
   interface Upsert { row: PayloadRow; resolve(): void; reject(err: unknown): void }
   let open: Upsert[] | undefined;
-  const batches = new Set<Promise<void>>();
-  const removals = new Set<Promise<unknown>>();
-  const tracked = (set: Set<Promise<unknown>>, work: Promise<unknown>) => {
-    const settled = work.then(() => {}, () => {});
-    set.add(settled);
-    void settled.then(() => set.delete(settled));
-  };
+  const batches = createInFlight();
+  const removals = createInFlight();
   const sendBatch = async (upserts: Upsert[]) => {
     const rows = lastOfEach(upserts.map((u) => u.row)).sort((a, b) => (rowKey(a) < rowKey(b) ? -1 : 1));
     try {
@@ -269,8 +264,8 @@ function postgresStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore
   const upsertSoon = (row: PayloadRow) => new Promise<void>((resolve, reject) => {
     if (!open) {
       const batch: Upsert[] = (open = []);
-      const after = [...removals];
-      tracked(batches, new Promise((turnEnded) => setImmediate(turnEnded)).then(() => {
+      const after = removals.now();
+      batches.add(new Promise((turnEnded) => setImmediate(turnEnded)).then(() => {
         if (open === batch) open = undefined;
         return Promise.all(after);
       }).then(() => sendBatch(batch)).catch((err: unknown) => batch.forEach((u) => u.reject(err))));
@@ -280,9 +275,9 @@ function postgresStore(knex: Knex, currentRequest: CurrentRequest): PayloadStore
   /** Runs a removal after the upserts asked for before it; the upserts asked for after it wait for it. */
   const inOrder = <T>(write: () => Promise<T>): Promise<T> => {
     open = undefined;
-    const before = [...batches];
+    const before = batches.now();
     const done = before.length > 0 ? Promise.all(before).then(write) : write();
-    tracked(removals, done);
+    removals.add(done);
     return done;
   };
 
