@@ -1,14 +1,9 @@
-import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { createBatchMap } from '../src/db/batch-map.ts';
-import { fixtureCommand } from './fixture-command.ts';
+import { oldGenerationGrowth } from './fixture-command.ts';
 
 /** Bytes the old generation grew by while the fixture kept three rows a turn for 3,000 turns. */
-const oldGenerationGrowth = (mode: 'cleared' | 'read-together'): number => {
-  const [node, ...rest] = fixtureCommand('batch-map-promotion.ts', [mode], ['--expose-gc']);
-  const out = execFileSync(node!, rest, { encoding: 'utf8' });
-  return (JSON.parse(out.trim().split('\n').at(-1)!) as { grown: number }).grown;
-};
+const growth = (mode: 'cleared' | 'read-together'): number => oldGenerationGrowth('batch-map-promotion.ts', [mode]);
 
 describe('a batch map', () => {
   it('holds what was set until its batch ends, then starts a new batch', () => {
@@ -32,7 +27,7 @@ describe('a batch map', () => {
   // src/db/batch-map.ts: each batch in a Map of its own, not one long-lived Map cleared every turn.
   it("keeps the rows read together out of V8's old generation, where one long-lived Map cleared every turn sent them", () => {
     // The premise: the cleared Map's old tables kept every turn's rows until a full collection.
-    expect(oldGenerationGrowth('cleared')).toBeGreaterThan(2_000_000);
-    expect(oldGenerationGrowth('read-together')).toBeLessThan(1_000_000);
+    expect(growth('cleared')).toBeGreaterThan(2_000_000);
+    expect(growth('read-together')).toBeLessThan(1_000_000);
   });
 });

@@ -1,7 +1,6 @@
-import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { singleFlight } from '../src/verification/single-flight.ts';
-import { fixtureCommand } from './fixture-command.ts';
+import { oldGenerationGrowth } from './fixture-command.ts';
 
 /** A load whose calls are counted and settled by hand. */
 function manualLoad() {
@@ -11,11 +10,7 @@ function manualLoad() {
 }
 
 /** Bytes the old generation grew by while the fixture ran 100,000 lookups through a long-lived single flight. */
-const oldGenerationGrowth = (kind: 'map' | 'single-flight'): number => {
-  const [node, ...rest] = fixtureCommand('single-flight-churn.ts', [kind], ['--expose-gc']);
-  const out = execFileSync(node!, rest, { encoding: 'utf8' });
-  return (JSON.parse(out.trim()) as { grown: number }).grown;
-};
+const growth = (kind: 'map' | 'single-flight'): number => oldGenerationGrowth('single-flight-churn.ts', [kind]);
 
 describe('singleFlight', () => {
   it('gives concurrent callers with the same key one load and its answer', async () => {
@@ -78,7 +73,7 @@ describe('singleFlight', () => {
 
   it('leaves nothing in the old generation per lookup once it has lived long enough to be there', () => {
     // The premise: a Map that deletes each settled entry rebuilds its table in the old generation.
-    expect(oldGenerationGrowth('map')).toBeGreaterThan(5_000_000);
-    expect(oldGenerationGrowth('single-flight')).toBeLessThan(1_000_000);
+    expect(growth('map')).toBeGreaterThan(5_000_000);
+    expect(growth('single-flight')).toBeLessThan(1_000_000);
   });
 });

@@ -1,14 +1,9 @@
-import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
-import { fixtureCommand } from './fixture-command.ts';
+import { oldGenerationGrowth } from './fixture-command.ts';
 import { POSTGRES_URL, postgresAvailable } from './harness.ts';
 
 /** Bytes the server's old generation grew by while it answered 3,000 token requests of `grant`, four at a time. */
-const oldGenerationGrowth = (grant: 'client_credentials' | 'refresh_token'): number => {
-  const [node, ...rest] = fixtureCommand('token-promotion.ts', [grant, POSTGRES_URL], ['--expose-gc']);
-  const out = execFileSync(node!, rest, { encoding: 'utf8', timeout: 120_000 });
-  return (JSON.parse(out.trim().split('\n').at(-1)!) as { grown: number }).grown;
-};
+const growth = (grant: 'client_credentials' | 'refresh_token'): number => oldGenerationGrowth('token-promotion.ts', [grant, POSTGRES_URL]);
 
 // What the token endpoint leaves in V8's old generation on PostgreSQL, four requests at a time:
 // each young collection that promotes what finished requests held brings the next full
@@ -19,10 +14,10 @@ const oldGenerationGrowth = (grant: 'client_credentials' | 'refresh_token'): num
 // MB (on SQLite: 2.6 MB).
 describe.skipIf(!(await postgresAvailable()))('token requests on PostgreSQL', () => {
   it('leave little in the old generation: client_credentials', () => {
-    expect(oldGenerationGrowth('client_credentials')).toBeLessThan(3_000_000);
+    expect(growth('client_credentials')).toBeLessThan(3_000_000);
   });
 
   it('leave little in the old generation: refresh_token, rotating', () => {
-    expect(oldGenerationGrowth('refresh_token')).toBeLessThan(4_500_000);
+    expect(growth('refresh_token')).toBeLessThan(4_500_000);
   });
 });
